@@ -1,0 +1,1 @@
+"""modelmon: production monitoring for ML models."""

@@ -1,0 +1,5 @@
+import sys
+
+from modelmon.cli import main
+
+sys.exit(main())

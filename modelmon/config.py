@@ -1,0 +1,351 @@
+"""modelmon configuration: one YAML file, validated at start-up.
+
+Every stage reads its settings from here so that a typo fails fast with the key
+path and what was expected, instead of surfacing hours later as a silent default.
+Secrets and URLs can be overridden from the environment (see ENV_OVERRIDES).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_FILE = "modelmon.yaml"
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the YAML."""
+
+
+def parse_duration(value: Any) -> float:
+    """'5m' -> 300.0; plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like '30s', '5m', '1h', '28d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '30s', '5m', '1h', '28d', got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """300.0 -> '5m': the inverse of parse_duration, used for window labels."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(round(seconds * 1000))}ms"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Probability = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///modelmon.db"
+    pool_size: int = Field(5, ge=1)
+    echo: bool = False
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    predictions_topic: str = "modelmon.predictions"
+    feedback_topic: str = "modelmon.feedback"
+    group_id: str = "modelmon-ingest"
+    client_id: str = "modelmon"
+    # Passed to kafka-python as is: security_protocol, sasl_mechanism,
+    # sasl_plain_username, sasl_plain_password, ssl_cafile, ssl_certfile, ...
+    security: dict[str, Any] = Field(default_factory=dict)
+    # Extra KafkaConsumer settings (session_timeout_ms, fetch_max_bytes, ...).
+    consumer: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bootstrap_servers)
+
+
+class IngestConfig(_Section):
+    batch_max_events: int = Field(2000, ge=1)
+    batch_max_age: Duration = 1.0
+    max_message_bytes: int = Field(1_048_576, ge=256)
+    dead_letter_payload_bytes: int = Field(16_384, ge=0)
+    status_interval: Duration = 10.0
+    db_retry_initial: Duration = 0.5
+    db_retry_max: Duration = 30.0
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    api_tokens: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_feedback_batch: int = Field(1000, ge=1)
+
+
+class SLOConfig(_Section):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,40}$")]
+    kind: Literal["latency", "error_rate"]
+    objective: Probability  # e.g. 0.99 = 99% of requests are good
+    threshold: Duration | None = None  # latency SLOs: a request is good under this
+    period: Duration = 28 * 86400.0
+
+    @model_validator(mode="after")
+    def _threshold_for_latency(self) -> SLOConfig:
+        if self.kind == "latency" and self.threshold is None:
+            raise ValueError("a latency SLO needs 'threshold' (e.g. '300ms')")
+        if self.kind == "error_rate" and self.threshold is not None:
+            raise ValueError("an error_rate SLO takes no 'threshold'")
+        return self
+
+
+class Thresholds(_Section):
+    """Alert thresholds; the monitors report values, the rules compare them."""
+
+    psi: float = Field(0.2, gt=0)
+    js_distance: float = Field(0.1, gt=0, le=1)
+    chi2_pvalue: float = Field(0.001, gt=0, lt=1)
+    class_ratio: float = Field(2.0, gt=1)
+    accuracy_min: float | None = Field(None, gt=0, lt=1)
+    accuracy_drop: float = Field(0.05, gt=0, lt=1)
+    estimated_accuracy_drop: float = Field(0.05, gt=0, lt=1)
+    disparate_impact_min: float = Field(0.8, gt=0, le=1)
+    demographic_parity_max: float = Field(0.1, gt=0, le=1)
+    equal_opportunity_max: float = Field(0.1, gt=0, le=1)
+    freshness: Duration = 600.0
+    dead_letter_rate: float = Field(0.01, gt=0, le=1)
+
+
+class ModelSettings(_Section):
+    """Per-model monitor settings; unset fields fall back to `defaults`."""
+
+    task: Literal["binary", "multiclass"] | None = None
+    positive_class: str | None = None
+    classes: list[str] | None = None
+    slices: list[str] | None = None
+    slice_top_k: int | None = Field(None, ge=1, le=200)
+    windows: list[Duration] | None = None
+    interval: Duration | None = None
+    min_samples: int | None = Field(None, ge=1)
+    min_labels: int | None = Field(None, ge=1)
+    min_slice_samples: int | None = Field(None, ge=1)
+    mature_coverage: float | None = Field(None, gt=0, le=1)
+    confidence_threshold: float | None = Field(None, gt=0, lt=1)
+    calibration_bins: int | None = Field(None, ge=2, le=100)
+    rolling_baseline: Literal["previous_window", "day_before"] | None = None
+    baseline_accuracy: float | None = Field(None, gt=0, le=1)
+    slos: list[SLOConfig] | None = None
+    thresholds: Thresholds | None = None
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _label_as_text(cls, v: Any) -> Any:
+        from modelmon.contract import normalize_label
+
+        return None if v is None else normalize_label(v)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _labels_as_text(cls, v: Any) -> Any:
+        from modelmon.contract import normalize_label
+
+        return v if not isinstance(v, list) else [normalize_label(x) for x in v]
+
+
+DEFAULT_MODEL_SETTINGS = ModelSettings(
+    task="multiclass",
+    positive_class=None,
+    classes=None,
+    slices=[],
+    slice_top_k=20,
+    windows=[300.0, 3600.0, 86400.0],
+    interval=60.0,
+    min_samples=100,
+    min_labels=100,
+    min_slice_samples=100,
+    mature_coverage=0.5,
+    confidence_threshold=0.5,
+    calibration_bins=10,
+    rolling_baseline="previous_window",
+    baseline_accuracy=None,
+    slos=[],
+    thresholds=Thresholds(),
+)
+
+
+class ResolvedModel(BaseModel):
+    """A model's settings with every default filled in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    task: Literal["binary", "multiclass"]
+    positive_class: str | None
+    classes: list[str] | None
+    slices: list[str]
+    slice_top_k: int
+    windows: list[float]
+    interval: float
+    min_samples: int
+    min_labels: int
+    min_slice_samples: int
+    mature_coverage: float
+    confidence_threshold: float
+    calibration_bins: int
+    rolling_baseline: Literal["previous_window", "day_before"]
+    baseline_accuracy: float | None
+    slos: list[SLOConfig]
+    thresholds: Thresholds
+
+    @property
+    def window_names(self) -> list[str]:
+        return [format_duration(w) for w in self.windows]
+
+
+class MonitorsConfig(_Section):
+    enabled: bool = True
+    # Models that appear in the store but not under `models` are monitored with
+    # the defaults when this is true.
+    discover_models: bool = True
+    advisory_locks: bool = True
+
+
+class Config(_Section):
+    database: DatabaseConfig = DatabaseConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    ingest: IngestConfig = IngestConfig()
+    server: ServerConfig = ServerConfig()
+    monitors: MonitorsConfig = MonitorsConfig()
+    defaults: ModelSettings = ModelSettings()
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, v: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
+        for name in v:
+            if not MODEL_NAME_RE.match(name):
+                raise ValueError(f"model name {name!r} must match [A-Za-z0-9_.-]{{1,64}}")
+        return v
+
+    @model_validator(mode="after")
+    def _binary_needs_positive(self) -> Config:
+        for name in self.models:
+            m = self.model(name)
+            if m.task == "binary" and m.positive_class is None:
+                raise ValueError(f"models.{name}: task 'binary' needs 'positive_class'")
+        return self
+
+    def model(self, name: str) -> ResolvedModel:
+        """Settings for one model: its own, then `defaults`, then built-ins."""
+        own = self.models.get(name, ModelSettings())
+        merged: dict[str, Any] = {"name": name}
+        for field in ModelSettings.model_fields:
+            for source in (own, self.defaults, DEFAULT_MODEL_SETTINGS):
+                value = getattr(source, field)
+                if value is not None:
+                    merged[field] = value
+                    break
+            else:
+                merged[field] = None
+        if merged["positive_class"] is not None and own.task is None and self.defaults.task is None:
+            merged["task"] = "binary"
+        return ResolvedModel(**merged)
+
+
+# Environment variable -> (section, key). Lists are comma-separated.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MODELMON_DATABASE_URL": ("database", "url"),
+    "MODELMON_KAFKA_BOOTSTRAP": ("kafka", "bootstrap_servers"),
+    "MODELMON_KAFKA_GROUP_ID": ("kafka", "group_id"),
+    "MODELMON_KAFKA_SECURITY_PROTOCOL": ("kafka.security", "security_protocol"),
+    "MODELMON_KAFKA_SASL_MECHANISM": ("kafka.security", "sasl_mechanism"),
+    "MODELMON_KAFKA_SASL_USERNAME": ("kafka.security", "sasl_plain_username"),
+    "MODELMON_KAFKA_SASL_PASSWORD": ("kafka.security", "sasl_plain_password"),
+    "MODELMON_KAFKA_SSL_CAFILE": ("kafka.security", "ssl_cafile"),
+    "MODELMON_HTTP_HOST": ("server", "host"),
+    "MODELMON_HTTP_PORT": ("server", "port"),
+    "MODELMON_API_TOKENS": ("server", "api_tokens"),
+}
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var not in environ:
+            continue
+        value: Any = environ[var]
+        if key == "api_tokens":
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        node = raw
+        for part in section.split("."):
+            existing = node.get(part)
+            node[part] = dict(existing) if isinstance(existing, dict) else {}
+            node = node[part]
+        node[key] = value
+    return raw
+
+
+def _describe(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against the configuration reference)"
+    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        msg = f"{msg} (got {err['input']!r})"
+    return f"  {path}: {msg}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    """Load and validate; with no path, `./modelmon.yaml` if present, else built-ins."""
+    environ = dict(os.environ if environ is None else environ)
+    source = "built-in defaults"
+    raw: Any = {}
+    if path is None and environ.get("MODELMON_CONFIG"):
+        path = environ["MODELMON_CONFIG"]
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {source}: {exc.strerror}") from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = _apply_env(raw, environ)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""The time-series store: tables, engines, migrations and shared queries."""

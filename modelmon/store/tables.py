@@ -1,0 +1,167 @@
+"""The store's tables. Times are epoch seconds (UTC) in double precision.
+
+Epoch seconds keep window arithmetic and delays (feedback minus prediction time)
+plain SQL on both SQLite and PostgreSQL. `predictions.label` is a copy of the
+first feedback label, kept so that monitors read one table; `feedback` stays
+the record of what arrived (including feedback whose prediction has not).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+Json = JSON().with_variant(JSONB(), "postgresql")
+Epoch = Float(precision=53)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("request_id", String(256), nullable=False),
+    Column("ts", Epoch, nullable=False),
+    Column("prediction", String(256), nullable=False),
+    Column("scores", Json),
+    Column("score_pred", Float(precision=53)),  # probability of the predicted class
+    Column("score_max", Float(precision=53)),  # top-class probability
+    Column("entropy", Float(precision=53)),  # nats, over the given scores
+    Column("latency_seconds", Float(precision=53)),
+    Column("status", String(16), nullable=False),
+    Column("slices", Json),
+    Column("features", Json),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("label", String(256)),
+    Column("label_ts", Epoch),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("digest", String(32), nullable=False),
+    Column("ingested_at", Epoch, nullable=False),
+    UniqueConstraint("model", "request_id"),
+    Index(None, "model", "ts"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("request_id", String(256), nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("ts", Epoch, nullable=False),
+    Column("source", String(16), nullable=False),  # kafka | http
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("digest", String(32), nullable=False),
+    Column("ingested_at", Epoch, nullable=False),
+    UniqueConstraint("model", "request_id"),
+    Index(None, "ingested_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),  # kafka | http
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("payload", LargeBinary),  # truncated at ingest.dead_letter_payload_bytes
+    Column("payload_bytes", Integer, nullable=False),  # size before truncation
+    Column("received_at", Epoch, nullable=False),
+    UniqueConstraint("topic", "partition", "offset"),
+    Index(None, "received_at"),
+)
+
+# Counts of duplicates whose content differed from what was stored first.
+ingest_conflicts = Table(
+    "ingest_conflicts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # prediction | feedback
+    Column("model", String(64), nullable=False),
+    Column("request_id", String(256), nullable=False),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("stored_digest", String(32), nullable=False),
+    Column("new_digest", String(32), nullable=False),
+    Column("received_at", Epoch, nullable=False),
+    UniqueConstraint("kind", "topic", "partition", "offset"),
+)
+
+baselines = Table(
+    "baselines",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # predictions | labels
+    Column("shares", Json, nullable=False),  # class -> share, summing to 1
+    Column("sample_count", BigInteger),
+    Column("source", Text, nullable=False),
+    Column("created_at", Epoch, nullable=False),
+    Index(None, "model", "kind", "created_at"),
+)
+
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(128), nullable=False),  # "*" = all versions
+    Column("monitor", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("window", String(16), nullable=False),
+    Column("slice", String(512), nullable=False),  # canonical "k=v,k=v" ("" = whole window)
+    Column("labels", Json),  # the same dimensions as a mapping, for exposition
+    Column("window_start", Epoch, nullable=False),
+    Column("window_end", Epoch, nullable=False),
+    Column("value", Float(precision=53)),
+    Column("sample_count", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),  # ok | insufficient_data | maturing | no_baseline
+    Column("computed_at", Epoch, nullable=False),
+    Index(None, "model", "monitor", "computed_at"),
+    Index(None, "computed_at"),
+)
+
+monitor_runs = Table(
+    "monitor_runs",
+    metadata,
+    Column("job", String(200), primary_key=True),  # e.g. "accuracy:fraud"
+    Column("monitor", String(64), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("last_success", Epoch),
+    Column("last_attempt", Epoch),
+    Column("last_error", Text),
+    Column("last_duration_seconds", Float(precision=53)),
+)
