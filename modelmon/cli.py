@@ -20,6 +20,7 @@ STAGE_COMMANDS = (
     "modelmon.monitors.commands",
     "modelmon.alerts.commands",
     "modelmon.dashboards.commands",
+    "modelmon.demo.commands",
     "modelmon.api.commands",
     "modelmon.runtime",
 )

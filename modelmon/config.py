@@ -315,7 +315,12 @@ def _describe(err: dict[str, Any]) -> str:
         msg = msg[len("Value error, ") :]
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling against the configuration reference)"
-    elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+    elif (
+        "input" in err
+        and err["type"] not in ("missing",)
+        and not isinstance(err["input"], dict)
+        and repr(err["input"]) not in msg
+    ):
         msg = f"{msg} (got {err['input']!r})"
     return f"  {path}: {msg}"
 

@@ -27,6 +27,8 @@ MAX_LABEL = 256
 MAX_VERSION = 128
 MAX_SLICE_KEYS = 32
 MAX_SLICE_VALUE = 128
+# RFC 3339 date-time (section 5.6), with the space separator the RFC allows.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 # Epoch values above this are almost certainly milliseconds (year 5138).
 MAX_EPOCH_SECONDS = 1e11
 
@@ -51,6 +53,10 @@ REASONS = (
     "invalid_value",
     "unknown_field",
     "unknown_schema_version",
+    # Ingest only: the store refused an event that passed the contract; a
+    # topic that is not an ingest topic.
+    "store_rejected",
+    "unknown_topic",
 )
 
 
@@ -100,10 +106,12 @@ class Feedback:
     digest: str
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def digest(obj: dict[str, Any]) -> str:
     """Content fingerprint, so a redelivery can be told from a conflicting duplicate."""
-    canon = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+    return hashlib.sha256(_CANONICAL.encode(obj).encode()).hexdigest()[:32]
 
 
 def parse_timestamp(value: Any, field: str = "timestamp") -> float:
@@ -111,26 +119,27 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> float:
     if isinstance(value, bool):
         raise ContractError("wrong_type", f"{field}: expected RFC 3339 text or epoch seconds, got boolean")
     if isinstance(value, int | float):
-        ts = float(value)
+        ts = float(value) if -1e300 < value < 1e300 else math.inf  # huge ints overflow float()
         if not math.isfinite(ts) or ts < 0:
             raise ContractError("invalid_value", f"{field}: epoch seconds must be a finite number >= 0, got {value!r}")
         if ts > MAX_EPOCH_SECONDS:
             raise ContractError("invalid_value", f"{field}: {value!r} is too large for epoch seconds (milliseconds?)")
         return ts
     if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            parsed = None
-        if parsed is None or parsed.tzinfo is None or "T" not in text.upper() and " " not in text:
+        if not _RFC3339.fullmatch(value):
             raise ContractError(
                 "invalid_value",
-                f"{field}: expected RFC 3339 with a time zone (e.g. 2026-11-23T10:00:00Z), got {value!r}",
+                f"{field}: expected RFC 3339 with a time zone (e.g. 2026-11-23T10:00:00Z), got {value[:64]!r}",
             )
-        return parsed.timestamp()
+        text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:  # e.g. month 13, or a leap second (:60)
+            raise ContractError("invalid_value", f"{field}: {value!r} is not a valid time: {exc}") from None
+        ts = parsed.timestamp()
+        if ts < 0:
+            raise ContractError("invalid_value", f"{field}: {value!r} is before 1970-01-01T00:00:00Z")
+        return ts
     raise ContractError("wrong_type", f"{field}: expected RFC 3339 text or epoch seconds, got {type(value).__name__}")
 
 
@@ -170,7 +179,9 @@ def _label(obj: dict[str, Any], field: str) -> str:
 
 
 def _schema_version(obj: dict[str, Any]) -> int:
-    version = obj.get("schema_version", 1)
+    version = obj.get("schema_version")
+    if version is None:  # absent or null: like every optional field, the default
+        version = 1
     if isinstance(version, bool) or not isinstance(version, int):
         raise ContractError("wrong_type", f"schema_version: expected an integer, got {type(version).__name__}")
     if version not in SCHEMA_VERSIONS:
@@ -195,6 +206,8 @@ def _scores(value: Any) -> dict[str, float] | None:
     out: dict[str, float] = {}
     for key, p in value.items():
         label = normalize_label(key)
+        if not label or len(label) > MAX_LABEL:
+            raise ContractError("invalid_value", f"scores: class names need 1 to {MAX_LABEL} characters, got {key!r}")
         if isinstance(p, bool) or not isinstance(p, int | float):
             raise ContractError("wrong_type", f"scores.{key}: expected a number, got {type(p).__name__}")
         if not (0.0 <= p <= 1.0):
@@ -268,7 +281,7 @@ def parse_prediction(obj: Any) -> Prediction:
     if latency is not None:
         if isinstance(latency, bool) or not isinstance(latency, int | float):
             raise ContractError("wrong_type", f"latency_ms: expected a number, got {type(latency).__name__}")
-        if not math.isfinite(latency) or latency < 0:
+        if not -1e300 < latency < 1e300 or not math.isfinite(latency) or latency < 0:
             raise ContractError("invalid_value", f"latency_ms: expected a finite number >= 0, got {latency!r}")
     status = obj.get("status", "ok")
     if status is None:
@@ -319,8 +332,41 @@ def _reject_constant(name: str) -> Any:
     raise ContractError("invalid_json", f"not JSON: {name} is not a valid JSON number")
 
 
+_INFINITIES = (math.inf, -math.inf)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in _INFINITIES:  # 1e999 parses to inf, which PostgreSQL's JSONB cannot hold
+        raise ContractError("invalid_value", f"number {text[:40]} is too large for a double")
+    return value
+
+
+# Built once: json.loads(..., parse_constant=...) would build a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# Escapes that may decode to text the store cannot keep (NUL, lone surrogates).
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+def _bad_text(value: Any) -> bool:
+    """Any string (key or value) holding NUL or a lone UTF-16 surrogate."""
+    if isinstance(value, str):
+        return _BAD_CHAR.search(value) is not None
+    if isinstance(value, dict):
+        return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_bad_text(v) for v in value)
+    return False
+
+
 def decode(raw: bytes, max_bytes: int) -> Any:
-    """Raw Kafka value -> JSON value, with the dead-letter reason on failure."""
+    """Raw Kafka value -> JSON value, with the dead-letter reason on failure.
+
+    Besides JSON syntax this rejects what would make the store fail (and so
+    block a whole batch): NUL characters and lone surrogates in strings, and
+    numbers that overflow a double (PostgreSQL's JSONB has no Infinity).
+    """
     if raw is None:
         raise ContractError("invalid_json", "empty message (null value)")
     if len(raw) > max_bytes:
@@ -329,11 +375,19 @@ def decode(raw: bytes, max_bytes: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContractError("not_utf8", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    if "\\u0000" in text:
-        raise ContractError("invalid_value", "contains a NUL character (\\u0000), which the store cannot keep")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise ContractError("invalid_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ContractError("invalid_json", "not JSON: nested too deeply") from None
+    except ContractError:
+        raise
+    except ValueError as exc:  # e.g. an integer literal longer than 4300 digits
+        raise ContractError("invalid_json", f"not JSON: {str(exc)[:200]}") from None
+    if "\\u" in text and _SUSPECT_ESCAPE.search(text) and _bad_text(value):
+        raise ContractError(
+            "invalid_value",
+            "contains a NUL character or a lone UTF-16 surrogate, which the store cannot keep",
+        )
+    return value

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
@@ -45,7 +47,14 @@ class Request:
             raise HttpError(413, f"body is {length} bytes, the limit is {limit}")
         if length < 0:
             raise HttpError(400, "invalid Content-Length")
-        body = self.environ["wsgi.input"].read(length) if length else b""
+        if not length:
+            return b""
+        try:
+            body = self.environ["wsgi.input"].read(length)
+        except OSError:  # the client stalled past the socket timeout
+            raise HttpError(400, "timed out reading the request body") from None
+        if len(body) != length:
+            raise HttpError(400, f"body ended after {len(body)} of {length} bytes")
         return body
 
 
@@ -84,8 +93,11 @@ class Router:
 
     def dispatch(self, req: Request) -> Response:
         allowed: list[str] = []
+        # Match on the still-encoded path, so an encoded '/' (%2F) stays inside
+        # its segment, and decode each parameter once, as UTF-8.
+        raw = req.environ.get(RAW_PATH_KEY, req.path)
         for method, regex, handler in self._routes:
-            m = regex.match(req.path)
+            m = regex.match(raw)
             if not m:
                 continue
             if method != req.method and not (method == "GET" and req.method == "HEAD"):
@@ -129,18 +141,56 @@ class Router:
         return [b"" if req.method == "HEAD" else resp.body]
 
 
-def _unquote(value: str) -> str:
-    from urllib.parse import unquote
+# The request path before wsgiref percent-decodes it (as Latin-1) into PATH_INFO.
+RAW_PATH_KEY = "modelmon.raw_path"
 
-    return unquote(value)
+
+def _unquote(value: str) -> str:
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        return unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "path is not valid UTF-8 after percent-decoding") from None
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # After the reply, read what the client is still sending (an unread body
+    # after a 401/413) before closing: closing a socket with unread input sends
+    # a TCP reset, which can destroy the reply before the client reads it.
+    linger_seconds = 2.0
+    linger_bytes = 64 * 1024 * 1024
+
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self.linger_seconds
+            drained = 0
+            while drained < self.linger_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                request.settimeout(left)
+                chunk = request.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+        self.close_request(request)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A client that stops sending mid-request frees its thread after this.
+    timeout = 60
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env[RAW_PATH_KEY] = self.path.split("?", 1)[0]
+        return env
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug("%s - %s", self.address_string(), format % args)
 
@@ -157,7 +207,10 @@ class HttpServer:
         return int(self._server.server_port)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        # A short poll interval keeps stop() (which waits for the loop) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -1,0 +1,17 @@
+# Shortcuts; the scripts are the entry points (a fresh Debian has no make).
+.PHONY: setup test demo bench lint
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	./scripts/test.sh
+
+demo:
+	./scripts/demo.sh
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	.venv/bin/python -m bench

@@ -1,0 +1,55 @@
+"""The PromQL inside the dashboards, pulled out for checking against Prometheus.
+
+Grafana fills variables before a query reaches Prometheus; `substitute` does
+the same with given values so tests (and `modelmon dashboards check`) can run
+each panel and variable query through a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.*?)\s*,\s*(\w+)\s*\)\s*$", re.S)
+
+
+def substitute(expr: str, values: Mapping[str, str], builtins: Mapping[str, str] = BUILTINS) -> str:
+    """Replace $var / ${var} with `values` (then Grafana's built-ins); unknown ones are an error."""
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name in values:
+            return values[name]
+        if name in builtins:
+            return builtins[name]
+        raise KeyError(f"no value for ${name} in {expr!r}")
+
+    return _VAR.sub(repl, expr)
+
+
+def panel_targets(dashboard: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) for every PromQL target, rows' nested panels included."""
+    out = []
+    stack = list(dashboard.get("panels", []))
+    while stack:
+        panel = stack.pop(0)
+        stack[0:0] = panel.get("panels", [])
+        out.extend((panel, t) for t in panel.get("targets", []) if t.get("expr"))
+    return out
+
+
+def variable_queries(dashboard: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Query variables as name -> (series selector, label) from label_values(selector, label)."""
+    out = {}
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        m = _LABEL_VALUES.match(query)
+        if not m:
+            raise ValueError(f"variable {var['name']}: only label_values(selector, label) is supported")
+        out[var["name"]] = (m.group(1), m.group(2))
+    return out

@@ -1,0 +1,125 @@
+"""An open batch of Kafka records, and turning records into store rows.
+
+A batch closes when it holds `ingest.batch_max_events` messages or its first
+message is `ingest.batch_max_age` old. Its offsets (last processed + 1 per
+partition) are committed only after the batch's database transaction commits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kafka.structs import TopicPartition
+
+from modelmon.contract import (
+    ContractError,
+    Feedback,
+    Prediction,
+    decode,
+    parse_feedback,
+    parse_prediction,
+)
+from modelmon.store.writes import DeadLetter, Position
+
+
+class Record(Protocol):
+    """The part of kafka-python's ConsumerRecord that ingest reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class Batch:
+    records: list[Any] = field(default_factory=list)
+    opened_at: float | None = None  # time.monotonic() of the first record
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, tp: TopicPartition, records: list[Any]) -> None:
+        if not records:
+            return
+        if self.opened_at is None:
+            self.opened_at = time.monotonic()
+        self.records.extend(records)
+        self.first_offsets.setdefault(tp, records[0].offset)
+        self.next_offsets[tp] = records[-1].offset + 1
+
+    def age(self, now: float | None = None) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self.opened_at
+
+    def is_due(self, max_events: int, max_age: float) -> bool:
+        return bool(self.records) and (len(self.records) >= max_events or self.age() >= max_age)
+
+    def without(self, partitions: Iterable[TopicPartition]) -> Batch:
+        """This batch minus the records of some partitions (revoked in a rebalance)."""
+        gone = set(partitions)
+        kept = Batch(opened_at=self.opened_at)
+        for r in self.records:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp not in gone:
+                kept.add(tp, [r])
+        if not kept.records:
+            kept.opened_at = None
+        return kept
+
+
+@dataclass(slots=True)
+class Parsed:
+    predictions: list[tuple[Prediction, Position]]
+    feedback: list[tuple[Feedback, Position]]
+    dead_letters: list[DeadLetter]
+
+
+def dead_letter(
+    reason: str, detail: str, raw: bytes | None, position: Position | None, payload_limit: int,
+    source: str = "kafka",
+) -> DeadLetter:
+    payload = None if raw is None else bytes(raw[:payload_limit])
+    return DeadLetter(
+        reason=reason,
+        detail=detail[:2000],
+        payload=payload,
+        payload_bytes=0 if raw is None else len(raw),
+        source=source,
+        position=position,
+    )
+
+
+def parse_records(
+    records: Iterable[Any],
+    predictions_topic: str,
+    feedback_topic: str,
+    max_message_bytes: int,
+    payload_limit: int,
+) -> Parsed:
+    """Decode and validate; anything that breaks the contract becomes a dead letter."""
+    preds: list[tuple[Prediction, Position]] = []
+    fbs: list[tuple[Feedback, Position]] = []
+    dead: list[DeadLetter] = []
+    for r in records:
+        position = Position(r.topic, r.partition, r.offset)
+        try:
+            obj = decode(r.value, max_message_bytes)
+            if r.topic == predictions_topic:
+                preds.append((parse_prediction(obj), position))
+            elif r.topic == feedback_topic:
+                fbs.append((parse_feedback(obj), position))
+            else:  # not subscribed; only if the configuration changed under us
+                raise ContractError("unknown_topic", f"topic {r.topic!r} is not an ingest topic")
+        except ContractError as exc:
+            dead.append(dead_letter(exc.reason, exc.detail, r.value, position, payload_limit))
+        except Exception as exc:  # a validator bug must not stall or crash ingest
+            dead.append(dead_letter("invalid_value", f"could not be validated: {exc!r}", r.value,
+                                    position, payload_limit))
+    return Parsed(preds, fbs, dead)

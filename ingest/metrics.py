@@ -1,0 +1,193 @@
+"""Ingest self-metrics, kept in-process and exposed by the /metrics endpoint.
+
+Per-model series are capped: a misbehaving client that invents a new model
+version per request must not blow up Prometheus, so label sets beyond the cap
+are folded into "__other__".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from modelmon.config import Config
+    from modelmon.contract import Feedback, Prediction
+
+log = logging.getLogger(__name__)
+
+OTHER = "__other__"
+DEFAULT_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000)
+BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def latency_buckets_for(cfg: Config) -> list[float]:
+    """Default buckets plus every latency SLO threshold, so SLOs are exact bucket bounds."""
+    buckets = set(DEFAULT_LATENCY_BUCKETS)
+    # Models discovered from the store (not configured) get the defaults' SLOs.
+    for name in [*cfg.models, "__defaults__"]:
+        for slo in cfg.model(name).slos:
+            if slo.kind == "latency" and slo.threshold is not None:
+                buckets.add(float(slo.threshold))
+    return sorted(buckets)
+
+
+class IngestMetrics:
+    """prometheus_client metrics the consumer increments; safe to share between threads."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        latency_buckets: Sequence[float] = DEFAULT_LATENCY_BUCKETS,
+        max_model_series: int = 200,
+    ) -> None:
+        self.max_model_series = max_model_series
+        self._models: set[str] = set()
+        self._versions: set[tuple[str, str]] = set()
+        self._folded_logged = False
+        self._lock = threading.Lock()
+        self.predictions = Counter(
+            "modelmon_predictions_total",
+            "Predictions stored, by model, version and status.",
+            ["model", "model_version", "status"],
+            registry=registry,
+        )
+        self.feedback = Counter(
+            "modelmon_feedback_total", "Feedback events stored, by model.", ["model"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "modelmon_prediction_latency_seconds",
+            "Model-reported prediction latency of stored predictions.",
+            ["model"],
+            buckets=sorted(set(latency_buckets)),
+            registry=registry,
+        )
+        self.events = Counter(
+            "modelmon_ingest_events_total", "Events stored by ingest, by topic.", ["topic"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "modelmon_ingest_dead_letters_total", "Messages dead-lettered, by reason.", ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "modelmon_ingest_duplicates_total",
+            "Redelivered events identical to what was stored (not written again).",
+            ["kind"],
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "modelmon_ingest_conflicts_total",
+            "Events whose key was stored with different content (first write kept).",
+            ["kind"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "modelmon_ingest_batch_size", "Messages per ingest batch.",
+            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+        )
+        self.batch_duration = Histogram(
+            "modelmon_ingest_batch_duration_seconds",
+            "Time to write and commit one batch to the store.",
+            buckets=BATCH_SECONDS_BUCKETS, registry=registry,
+        )
+        self.lag = Gauge(
+            "modelmon_consumer_lag_messages",
+            "Messages behind the fetch high-watermark, per partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.db_errors = Counter(
+            "modelmon_ingest_db_errors_total", "Failed attempts to write a batch to the store.",
+            registry=registry,
+        )
+
+    def _labels(self, model: str, version: str) -> tuple[str, str]:
+        """Cap distinct (model, version) series; the overflow folds into __other__."""
+        key = (model, version)
+        if key in self._versions:
+            return key
+        with self._lock:
+            if key in self._versions:
+                return key
+            if len(self._versions) < self.max_model_series:
+                self._versions.add(key)
+                self._models.add(model)
+                return key
+            if not self._folded_logged:
+                self._folded_logged = True
+                log.warning(
+                    "more than %d (model, model_version) label sets: further ones are "
+                    "reported as %s in metrics (the store keeps the real values)",
+                    self.max_model_series, OTHER,
+                )
+            return (model if model in self._models else OTHER, OTHER)
+
+    def _model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        with self._lock:
+            if len(self._models) < self.max_model_series:
+                self._models.add(model)
+                return model
+        return OTHER
+
+    def observe_predictions(self, stored: Iterable[Prediction], topic: str | None) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        n = 0
+        for p in stored:
+            n += 1
+            model, version = self._labels(p.model, p.model_version)
+            key = (model, version, p.status)
+            counts[key] = counts.get(key, 0) + 1
+            if p.latency_seconds is not None:
+                self.latency.labels(model).observe(p.latency_seconds)
+        for (model, version, status), c in counts.items():
+            self.predictions.labels(model, version, status).inc(c)
+        if n and topic:
+            self.events.labels(topic).inc(n)
+
+    def observe_feedback(self, stored: Iterable[Feedback], topic: str | None) -> None:
+        counts: dict[str, int] = {}
+        n = 0
+        for f in stored:
+            n += 1
+            model = self._model_label(f.model)
+            counts[model] = counts.get(model, 0) + 1
+        for model, c in counts.items():
+            self.feedback.labels(model).inc(c)
+        if n and topic:
+            self.events.labels(topic).inc(n)
+
+    def observe_dead_letters(self, reasons: Iterable[str]) -> None:
+        counts: dict[str, int] = {}
+        for r in reasons:
+            counts[r] = counts.get(r, 0) + 1
+        for r, c in counts.items():
+            self.dead_letters.labels(r).inc(c)
+
+    def observe_outcome_counts(
+        self, duplicates: dict[str, int], conflicts: dict[str, int]
+    ) -> None:
+        for kind, c in duplicates.items():
+            if c:
+                self.duplicates.labels(kind).inc(c)
+        for kind, c in conflicts.items():
+            if c:
+                self.conflicts.labels(kind).inc(c)
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic, str(partition)).set(lag)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.lag.remove(topic, str(partition))

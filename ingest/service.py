@@ -1,0 +1,371 @@
+"""The ingest loop: Kafka consumer group -> batches -> store -> offset commits.
+
+Guarantees, and how they are kept:
+  * nothing lost: offsets (last processed + 1 per partition) are committed only
+    after the batch's database transaction committed; a crash re-reads from the
+    last commit;
+  * nothing twice: writes are idempotent (see modelmon.store.writes), so the
+    re-read after a crash, a rebalance or an outage stores nothing again;
+  * a bad message never stops ingest: it becomes a dead letter with its reason;
+  * database unreachable: the batch stays in memory and is retried with bounded
+    backoff; polling stops (partitions paused) but the consumer keeps calling
+    poll so the group does not evict it; offsets stay uncommitted meanwhile.
+
+Polling and writing overlap: while the writer thread stores batch N, this loop
+fills batch N+1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from modelmon.ingest.batch import Batch
+from modelmon.ingest.metrics import IngestMetrics
+from modelmon.ingest.writer import BatchWriter, Job
+
+from modelmon.config import Config
+
+log = logging.getLogger(__name__)
+
+# Poll at least this often while paused, well inside max_poll_interval_ms.
+KEEPALIVE_SECONDS = 2.0
+# How long a rebalance or a shutdown waits for the batch being written.
+REVOKE_GRACE_SECONDS = 10.0
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def consumer_settings(cfg: Config) -> dict[str, Any]:
+    """KafkaConsumer keyword arguments: ingest's needs, then security, then user extras."""
+    k, ing = cfg.kafka, cfg.ingest
+    settings: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "group_id": k.group_id,
+        "client_id": k.client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",  # a new group starts at the beginning: nothing skipped
+        "max_poll_records": ing.batch_max_events,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_partition_fetch_bytes": max(8 * 1024 * 1024, ing.max_message_bytes + 65536),
+        "receive_message_max_bytes": max(64 * 1024 * 1024, ing.max_message_bytes * 2),
+        "bootstrap_timeout_ms": 10_000,  # then retry, so a stop request is noticed
+    }
+    settings.update(k.security)
+    settings.update(k.consumer)
+    settings["enable_auto_commit"] = False  # committing after the store is the point
+    return settings
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.service._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.service._on_assigned(list(assigned))
+
+
+class IngestService:
+    """Embeddable ingest: `run(stop_event)` blocks until the event is set."""
+
+    def __init__(self, cfg: Config, engine: sa.Engine, metrics: IngestMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.metrics = metrics
+        ing = cfg.ingest
+        self.max_events = ing.batch_max_events
+        self.max_age = ing.batch_max_age
+        self.writer = BatchWriter(
+            engine, cfg.kafka.predictions_topic, cfg.kafka.feedback_topic,
+            ing.max_message_bytes, ing.dead_letter_payload_bytes,
+            ing.db_retry_initial, ing.db_retry_max,
+            on_db_error=metrics.db_errors.inc if metrics else None,
+        )
+        self.consumer: KafkaConsumer | None = None
+        self.open = Batch()
+        self.inflight: Job | None = None
+        self.generation = 0
+        self.paused = False
+        self.last_poll = 0.0
+        # Totals since start, for the status line and for tests.
+        self.stored = 0
+        self.dead_lettered = 0
+        self.duplicates = 0
+        self.conflicts = 0
+        self.batches = 0
+        self.committed: dict[TopicPartition, int] = {}
+        self._status_at = time.monotonic()
+        self._status_stored = 0
+        self._lag_at = 0.0
+        self._status_busy = 0.0
+        self.ready = threading.Event()  # set once the consumer has joined the group
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def run(self, stop_event: threading.Event) -> None:
+        consumer = self._connect(stop_event)
+        if consumer is None:
+            return
+        self.consumer = consumer
+        self.writer.start()
+        try:
+            consumer.subscribe(
+                [self.cfg.kafka.predictions_topic, self.cfg.kafka.feedback_topic],
+                listener=_Listener(self),
+            )
+            while not stop_event.is_set():
+                self._step()
+                self._maybe_status()
+            self._shutdown()
+        finally:
+            self.writer.stop()
+            try:
+                consumer.close(autocommit=False)
+            except Exception:  # closing must not mask the real error
+                log.debug("error closing the Kafka consumer", exc_info=True)
+            self._log_status(final=True)
+
+    def _connect(self, stop_event: threading.Event) -> KafkaConsumer | None:
+        delay = self.cfg.ingest.db_retry_initial
+        while not stop_event.is_set():
+            try:
+                return KafkaConsumer(**consumer_settings(self.cfg))
+            except KafkaError:
+                log.warning("no Kafka broker reachable at %s; retrying in %.1f s",
+                            self.cfg.kafka.bootstrap_servers, delay)
+            stop_event.wait(delay)
+            delay = min(delay * 2, self.cfg.ingest.db_retry_max)
+        return None
+
+    def _shutdown(self) -> None:
+        """Flush: wait for the batch being written, write the open one, commit both."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        if self.inflight is not None:
+            self._wait_and_reap(deadline)
+        if self.inflight is None and self.open.records:
+            self._submit()
+            self._wait_and_reap(deadline)
+        if self.inflight is not None:
+            self.inflight.cancelled.set()
+            log.warning(
+                "could not store the last batch within %.0f s; its %d messages were not "
+                "committed and will be read again on restart", SHUTDOWN_GRACE_SECONDS,
+                len(self.inflight.batch) + len(self.open),
+            )
+
+    def _wait_and_reap(self, deadline: float) -> None:
+        assert self.inflight is not None
+        self.inflight.done.wait(max(0.0, deadline - time.monotonic()))
+        self._reap()
+
+    # -- the loop ----------------------------------------------------------
+
+    def _step(self) -> None:
+        self._reap()
+        if self.inflight is None and self.open.is_due(self.max_events, self.max_age):
+            self._submit()
+        consumer = self.consumer
+        assert consumer is not None
+        room = self.max_events - len(self.open)
+        if room <= 0:
+            # Open batch full and the previous one still being written (or retried):
+            # stop fetching, but keep polling now and then so the group keeps us.
+            assert self.inflight is not None
+            if time.monotonic() - self.last_poll >= KEEPALIVE_SECONDS:
+                self._pause()
+                self._poll(0)
+            else:
+                self.inflight.done.wait(0.05)
+            return
+        if self.paused:
+            self._resume()
+        timeout = 0.5
+        if self.open.records:
+            timeout = max(0.0, min(timeout, self.max_age - self.open.age()))
+        if self.inflight is not None:
+            timeout = min(timeout, 0.05)
+        self._poll(timeout, room)
+
+    def _poll(self, timeout: float, max_records: int | None = None) -> None:
+        assert self.consumer is not None
+        records = self.consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        self.last_poll = time.monotonic()
+        if records and not self.ready.is_set():
+            self.ready.set()
+        for tp, recs in records.items():
+            self.open.add(tp, recs)
+        if not self.ready.is_set() and self.consumer.assignment():
+            self.ready.set()
+
+    def _submit(self) -> None:
+        job = Job(batch=self.open, generation=self.generation)
+        self.open = Batch()
+        self.inflight = self.writer.submit(job)
+
+    def _reap(self) -> None:
+        job = self.inflight
+        if job is None or not job.done.is_set():
+            return
+        self.inflight = None
+        if job.outcome is None:
+            if job.cancelled.is_set():
+                return  # offsets stay uncommitted: the records are read again
+            # Committing later batches would skip this one: stop instead; a restart
+            # re-reads from the last commit.
+            raise RuntimeError(f"the ingest writer failed on a batch: {job.error}")
+        if job.generation == self.generation:
+            self._commit(job.batch.next_offsets)
+        self._account(job)
+        if self.metrics is not None and time.monotonic() - self._lag_at >= 1.0:
+            self._lag_at = time.monotonic()
+            for tp, n in self.lag().items():
+                self.metrics.set_lag(tp.topic, tp.partition, n)
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            self.committed.update(offsets)
+        except KafkaError as exc:
+            # A rebalance took the partitions: the new owner re-reads from the
+            # last commit and the idempotent writes make that harmless.
+            log.warning("offset commit failed (%s); those messages will be re-read", exc)
+
+    def _account(self, job: Job) -> None:
+        out = job.outcome
+        assert out is not None and job.parsed is not None
+        self.batches += 1
+        self.stored += out.predictions_stored + out.feedback_stored
+        self.dead_lettered += out.dead_letters_stored
+        self.duplicates += out.duplicates
+        self.conflicts += out.conflicts
+        m = self.metrics
+        if m is None:
+            return
+        m.observe_predictions(out.stored_predictions, self.cfg.kafka.predictions_topic)
+        m.observe_feedback(out.stored_feedback, self.cfg.kafka.feedback_topic)
+        for reason, n in out.dead_letter_reasons.items():
+            m.dead_letters.labels(reason).inc(n)
+        m.observe_outcome_counts(out.duplicates_by_kind, out.conflicts_by_kind)
+        m.batch_size.observe(len(job.batch))
+        m.batch_duration.observe(job.duration)
+
+    def _pause(self) -> None:
+        assert self.consumer is not None
+        if not self.paused:
+            self.consumer.pause(*self.consumer.assignment())
+            self.paused = True
+
+    def _resume(self) -> None:
+        assert self.consumer is not None
+        self.consumer.resume(*self.consumer.paused())
+        self.paused = False
+
+    # -- rebalances --------------------------------------------------------
+
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Finish (or give up) the batch being written, drop what the new owner will read."""
+        self.generation += 1
+        job = self.inflight
+        if job is not None:
+            job.done.wait(REVOKE_GRACE_SECONDS)
+            if job.done.is_set():
+                self.inflight = None
+                if job.outcome is not None:
+                    self._commit(job.batch.next_offsets)
+                    self._account(job)
+                    job = None
+            else:
+                job.cancelled.set()
+                self.inflight = None
+        if job is not None:
+            # The batch being written was given up: every partition we keep must
+            # be read again from that batch's first offsets.
+            self._rewind(job.batch, self.open)
+            self.open = Batch()
+        else:
+            self.open = self.open.without(revoked)
+        self.paused = False
+        if self.metrics is not None:
+            for tp in revoked:
+                self.metrics.forget_partition(tp.topic, tp.partition)
+        log.info("partitions revoked: %s", _tps(revoked))
+
+    def _rewind(self, *batches: Batch) -> None:
+        assert self.consumer is not None
+        first: dict[TopicPartition, int] = {}
+        for b in batches:
+            for tp, off in b.first_offsets.items():
+                first[tp] = min(off, first.get(tp, off))
+        for tp, off in first.items():
+            # Not assigned any more: the new owner reads from the commit.
+            with contextlib.suppress(KafkaError, AssertionError, ValueError):
+                self.consumer.seek(tp, off)
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", _tps(assigned))
+        if assigned:
+            self.ready.set()
+
+    # -- status ------------------------------------------------------------
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages behind the fetch high-watermark, per assigned partition."""
+        consumer = self.consumer
+        out: dict[TopicPartition, int] = {}
+        if consumer is None:
+            return out
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = consumer.position(tp, timeout_ms=100)
+            except KafkaError:
+                continue
+            if pos is None:
+                continue
+            out[tp] = max(0, hw - pos)
+        return out
+
+    def _maybe_status(self) -> None:
+        if time.monotonic() - self._status_at >= self.cfg.ingest.status_interval:
+            self._log_status()
+
+    def _log_status(self, final: bool = False) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._status_at, 1e-9)
+        rate = (self.stored - self._status_stored) / elapsed
+        busy = (self.writer.busy_seconds - self._status_busy) / elapsed
+        self._status_at, self._status_stored = now, self.stored
+        self._status_busy = self.writer.busy_seconds
+        lag = self.lag() if not final else {}
+        if self.metrics is not None:
+            for tp, n in lag.items():
+                self.metrics.set_lag(tp.topic, tp.partition, n)
+        db = "ok"
+        if self.writer.failing_since is not None:
+            db = f"UNREACHABLE for {now - self.writer.failing_since:.0f}s, offsets held back"
+        log.info(
+            "ingest%s: %.0f events/s, stored %d, lag %s, dead letters %d, duplicates %d, "
+            "conflicts %d, batches %d, writer busy %.0f%%, store %s",
+            " stopped" if final else "", rate, self.stored,
+            sum(lag.values()) if lag else "n/a", self.dead_lettered, self.duplicates,
+            self.conflicts, self.batches, 100 * busy, db,
+        )
+
+
+def _tps(tps: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"

@@ -1,0 +1,479 @@
+"""Idempotent batch writes shared by the Kafka consumer and the HTTP feedback API.
+
+Every write is INSERT ... ON CONFLICT DO NOTHING on the natural key, so a
+redelivered batch (after a crash, a rebalance or a database outage) can be
+written again without storing anything twice: first write wins. A duplicate
+whose content digest differs from what was stored is a *conflict* and is
+recorded in `ingest_conflicts`.
+
+Labels are joined in the same transaction both ways: new predictions take the
+label of feedback already stored, and new feedback labels stored predictions.
+Two concurrent transactions (one with the prediction, one with its feedback)
+cannot see each other; `reconcile_labels` closes that gap afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+
+from modelmon.contract import Feedback, Prediction
+from modelmon.store.tables import dead_letters as dead_letters_t
+from modelmon.store.tables import feedback as feedback_t
+from modelmon.store.tables import ingest_conflicts
+from modelmon.store.tables import predictions as predictions_t
+
+# Bound on bind parameters per IN list (SQLite's limit was 999 before 3.32).
+_IN_CHUNK = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event came from in Kafka (the audit trace)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    payload: bytes | None  # already truncated by the caller
+    payload_bytes: int  # size before truncation
+    source: str  # kafka | http
+    position: Position | None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    predictions_stored: int = 0
+    feedback_stored: int = 0
+    duplicates: int = 0  # identical redelivery, nothing written
+    conflicts: int = 0  # same key, different content; recorded in ingest_conflicts
+    dead_letters_stored: int = 0
+    labels_joined: int = 0
+    # Per kind ("prediction" / "feedback") for metrics; sums equal the totals above.
+    duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+    conflicts_by_kind: dict[str, int] = field(default_factory=dict)
+    # The events actually stored (not duplicates), for per-model metrics.
+    stored_predictions: list[Prediction] = field(default_factory=list)
+    stored_feedback: list[Feedback] = field(default_factory=list)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # stored, by reason
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"modelmon's store supports SQLite and PostgreSQL, not {name}")
+
+
+# Rows per multi-row INSERT: 500 x 21 columns stays under SQLite's and
+# PostgreSQL's bind-parameter limits.
+_ROWS_PER_INSERT = 500
+_SQL_CACHE: dict[tuple[str, str, int], str] = {}
+
+
+def _insert_returning_keys(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> set[tuple[str, str]]:
+    """INSERT ... ON CONFLICT (model, request_id) DO NOTHING RETURNING the inserted keys.
+
+    Hand-built rather than SQLAlchemy's executemany: on the ingest hot path the
+    per-row parameter processing there costs more than the database does.
+    PostgreSQL gets one array per column through unnest() (psycopg parses a
+    query with thousands of placeholders slowly); SQLite multi-row VALUES.
+    JSON values must already be JSON text (see `_json`).
+    """
+    dialect = conn.dialect.name
+    inserted: set[tuple[str, str]] = set()
+    if dialect == "postgresql":
+        sql = _SQL_CACHE.get((dialect, table.name, 0))
+        if sql is None:
+            sql = _SQL_CACHE[(dialect, table.name, 0)] = _pg_insert_sql(conn, table, columns)
+        inserted.update((m, r) for m, r in conn.exec_driver_sql(sql, (_JSON.encode(rows),)))
+        return inserted
+    if dialect != "sqlite":
+        raise NotImplementedError(f"modelmon's store supports SQLite and PostgreSQL, not {dialect}")
+    for i in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[i : i + _ROWS_PER_INSERT]
+        key = (dialect, table.name, len(chunk))
+        sql = _SQL_CACHE.get(key)
+        if sql is None:
+            sql = _SQL_CACHE[key] = _values_insert_sql(conn, table, columns, len(chunk))
+        json_at = [n for n, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
+        params = tuple(v for row in _encode_json(chunk, json_at) for v in row)
+        inserted.update((m, r) for m, r in conn.exec_driver_sql(sql, params))
+    return inserted
+
+
+def _conflict_clause(quote: Any) -> str:
+    return (
+        f"ON CONFLICT ({quote('model')}, {quote('request_id')}) DO NOTHING "
+        f"RETURNING {quote('model')}, {quote('request_id')}"
+    )
+
+
+def _values_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str], n: int) -> str:
+    quote = conn.dialect.identifier_preparer.quote
+    row = "(" + ", ".join("?" for _ in columns) + ")"
+    return (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES {', '.join([row] * n)} {_conflict_clause(quote)}"
+    )
+
+
+def _encode_json(rows: Sequence[tuple[Any, ...]], json_at: list[int]) -> Iterable[list[Any]]:
+    """Rows with their JSON columns as JSON text (None stays SQL NULL)."""
+    for row in rows:
+        out = list(row)
+        for n in json_at:
+            if out[n] is not None:
+                out[n] = _JSON.encode(out[n])
+        yield out
+
+
+def _pg_cast(column: sa.Column) -> str:
+    t = column.type
+    if isinstance(t, sa.Float):
+        return "float8"
+    if isinstance(t, sa.Integer):  # SmallInteger and BigInteger too
+        return "int8"
+    return "text"
+
+
+def _pg_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> str:
+    """The whole batch as one JSON array of row arrays, unpacked by the server.
+
+    One text parameter: psycopg adapts it at C speed, where thousands of
+    placeholders (or per-column arrays) cost more on the client than the insert.
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    select = ", ".join(
+        f"NULLIF(r->{n}, 'null'::jsonb)"
+        if isinstance(table.c[c].type, sa.JSON)
+        else f"(r->>{n})::{_pg_cast(table.c[c])}"
+        for n, c in enumerate(columns)
+    )
+    return (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {_conflict_clause(quote)}"
+    )
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _pos(position: Position | None) -> tuple[str | None, int | None, int | None]:
+    if position is None:
+        return None, None, None
+    return position.topic, position.partition, position.offset
+
+
+def _by_model(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for model, request_id in keys:
+        out.setdefault(model, []).append(request_id)
+    return out
+
+
+def _lookup(
+    conn: sa.Connection, table: sa.Table, keys: Iterable[tuple[str, str]], *columns: sa.Column
+) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """(model, request_id) -> selected columns, for the keys that exist."""
+    found: dict[tuple[str, str], tuple[Any, ...]] = {}
+    pg = conn.dialect.name == "postgresql"
+    for model, ids in _by_model(keys).items():
+        if pg:  # one JSON parameter instead of thousands of placeholders (see _pg_insert_sql)
+            wanted = sa.select(
+                sa.func.jsonb_array_elements_text(sa.cast(sa.literal(_JSON.encode(ids)), JSONB))
+            ).scalar_subquery()
+            stmt = sa.select(table.c.request_id, *columns).where(
+                table.c.model == model, table.c.request_id.in_(wanted)
+            )
+            chunks = [stmt]
+        else:
+            chunks = [
+                sa.select(table.c.request_id, *columns).where(
+                    table.c.model == model, table.c.request_id.in_(ids[i : i + _IN_CHUNK])
+                )
+                for i in range(0, len(ids), _IN_CHUNK)
+            ]
+        for stmt in chunks:
+            for row in conn.execute(stmt):
+                found[(model, row[0])] = tuple(row[1:])
+    return found
+
+
+def _dedupe(items: Sequence[tuple[Any, Position | None]]) -> tuple[
+    dict[tuple[str, str], tuple[Any, Position | None]], list[tuple[Any, Position | None]]
+]:
+    """First occurrence per (model, request_id) wins; the rest are returned as repeats."""
+    first: dict[tuple[str, str], tuple[Any, Position | None]] = {}
+    repeats: list[tuple[Any, Position | None]] = []
+    for item in items:
+        key = (item[0].model, item[0].request_id)
+        if key in first:
+            repeats.append(item)
+        else:
+            first[key] = item
+    return first, repeats
+
+
+def _classify_losers(
+    conn: sa.Connection,
+    kind: str,
+    table: sa.Table,
+    losers: list[tuple[Any, Position | None]],
+    known_digests: dict[tuple[str, str], str],
+    now: float,
+) -> tuple[int, int]:
+    """Split events that were not inserted into (duplicates, conflicts)."""
+    if not losers:
+        return 0, 0
+    missing = {(e.model, e.request_id) for e, _ in losers} - known_digests.keys()
+    if missing:
+        for key, (d,) in _lookup(conn, table, missing, table.c.digest).items():
+            known_digests[key] = d
+    duplicates = 0
+    conflict_rows: list[dict[str, Any]] = []
+    for event, position in losers:
+        stored = known_digests.get((event.model, event.request_id))
+        if stored is None or stored == event.digest:
+            # stored is None only if a concurrent transaction deleted it; treat as redelivery.
+            duplicates += 1
+            continue
+        topic, partition, offset = _pos(position)
+        conflict_rows.append(
+            {
+                "kind": kind,
+                "model": event.model,
+                "request_id": event.request_id,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "stored_digest": stored,
+                "new_digest": event.digest,
+                "received_at": now,
+            }
+        )
+    conflicts = 0
+    if conflict_rows:
+        stmt = (
+            _insert(conn, ingest_conflicts)
+            .on_conflict_do_nothing()
+            .returning(ingest_conflicts.c.id)
+        )
+        conflicts = len(conn.execute(stmt, conflict_rows).all())
+        # A conflicting message redelivered from the same offset was already
+        # recorded: that repeat is a redelivery, not a new conflict.
+        duplicates += len(conflict_rows) - conflicts
+    return duplicates, conflicts
+
+
+_FEEDBACK_COLUMNS = (
+    "model", "request_id", "label", "ts", "source", "topic", "partition", "offset", "digest",
+    "ingested_at",
+)
+_PREDICTION_COLUMNS = (
+    "model", "model_version", "request_id", "ts", "prediction", "scores", "score_pred",
+    "score_max", "entropy", "latency_seconds", "status", "slices", "features", "schema_version",
+    "label", "label_ts", "topic", "partition", "offset", "digest", "ingested_at",
+)
+
+
+def _write_feedback(
+    conn: sa.Connection,
+    items: Sequence[tuple[Feedback, Position | None]],
+    source: str,
+    now: float,
+    out: BatchOutcome,
+) -> list[Feedback]:
+    first, repeats = _dedupe(items)
+    rows = []
+    for fb, position in first.values():
+        topic, partition, offset = _pos(position)
+        rows.append(
+            (fb.model, fb.request_id, fb.label, fb.ts, source, topic, partition, offset,
+             fb.digest, now)
+        )
+    inserted = _insert_returning_keys(conn, feedback_t, _FEEDBACK_COLUMNS, rows) if rows else set()
+    stored = [fb for key, (fb, _) in first.items() if key in inserted]
+    losers = [item for key, item in first.items() if key not in inserted] + repeats
+    known = {key: fb.digest for key, (fb, _) in first.items() if key in inserted}
+    dup, conf = _classify_losers(conn, "feedback", feedback_t, losers, known, now)
+    out.feedback_stored = len(stored)
+    out.duplicates += dup
+    out.conflicts += conf
+    out.duplicates_by_kind["feedback"] = dup
+    out.conflicts_by_kind["feedback"] = conf
+    out.stored_feedback = stored
+    return stored
+
+
+def _prediction_row(
+    p: Prediction, position: Position | None, label: tuple[Any, ...] | None, now: float
+) -> tuple[Any, ...]:
+    topic, partition, offset = _pos(position)
+    return (
+        p.model, p.model_version, p.request_id, p.ts, p.prediction, p.scores,
+        p.score_pred, p.score_max, p.entropy, p.latency_seconds, p.status, p.slices,
+        p.features, p.schema_version,
+        None if label is None else label[0], None if label is None else label[1],
+        topic, partition, offset, p.digest, now,
+    )
+
+
+def _write_predictions(
+    conn: sa.Connection,
+    items: Sequence[tuple[Prediction, Position | None]],
+    now: float,
+    out: BatchOutcome,
+) -> set[tuple[str, str]]:
+    first, repeats = _dedupe(items)
+    inserted: set[tuple[str, str]] = set()
+    if first:
+        # Feedback stored earlier (or earlier in this transaction) labels the row at insert.
+        labels = _lookup(conn, feedback_t, first.keys(), feedback_t.c.label, feedback_t.c.ts)
+        rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in first.items()]
+        inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows)
+        out.labels_joined += sum(1 for key in inserted if key in labels)
+    stored = [p for key, (p, _) in first.items() if key in inserted]
+    losers = [item for key, item in first.items() if key not in inserted] + repeats
+    known = {key: p.digest for key, (p, _) in first.items() if key in inserted}
+    dup, conf = _classify_losers(conn, "prediction", predictions_t, losers, known, now)
+    out.predictions_stored = len(stored)
+    out.duplicates += dup
+    out.conflicts += conf
+    out.duplicates_by_kind["prediction"] = dup
+    out.conflicts_by_kind["prediction"] = conf
+    out.stored_predictions = stored
+    return inserted
+
+
+def _label_existing(
+    conn: sa.Connection, stored_feedback: list[Feedback], skip: set[tuple[str, str]]
+) -> int:
+    """Label predictions stored before this batch with this batch's new feedback."""
+    todo = [fb for fb in stored_feedback if (fb.model, fb.request_id) not in skip]
+    if not todo:
+        return 0
+    # Only predictions that exist and are unlabelled: this keeps the UPDATE
+    # executemany small when most feedback precedes its prediction, and gives
+    # an exact count without relying on executemany rowcounts.
+    open_keys = _lookup(
+        conn,
+        predictions_t,
+        ((fb.model, fb.request_id) for fb in todo),
+        predictions_t.c.label,
+    )
+    params = [
+        (fb.label, fb.ts, fb.model, fb.request_id)
+        for fb in todo
+        if (key := (fb.model, fb.request_id)) in open_keys and open_keys[key][0] is None
+    ]
+    if not params:
+        return 0
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "UPDATE predictions SET label = r->>0, label_ts = (r->>1)::float8 "
+            "FROM jsonb_array_elements(%s::jsonb) AS r "
+            "WHERE model = r->>2 AND request_id = r->>3 AND label IS NULL",
+            (_JSON.encode(params),),
+        )
+    else:
+        conn.exec_driver_sql(
+            "UPDATE predictions SET label = ?, label_ts = ? "
+            "WHERE model = ? AND request_id = ? AND label IS NULL",
+            params,
+        )
+    return len(params)
+
+
+def write_batch(
+    conn: sa.Connection,
+    predictions: Sequence[tuple[Prediction, Position | None]],
+    feedback: Sequence[tuple[Feedback, Position | None]],
+    dead_letters: Sequence[DeadLetter],
+    source: str = "kafka",
+    now: float | None = None,
+) -> BatchOutcome:
+    """Store one batch inside the caller's transaction; safe to repeat after a failure."""
+    now = time.time() if now is None else now
+    out = BatchOutcome()
+    # Feedback first, so predictions in the same batch find their label at insert.
+    new_feedback = _write_feedback(conn, feedback, source, now, out)
+    new_predictions = _write_predictions(conn, predictions, now, out)
+    out.labels_joined += _label_existing(conn, new_feedback, new_predictions)
+    out.dead_letter_reasons = _write_dead_letters(conn, dead_letters, now)
+    out.dead_letters_stored = sum(out.dead_letter_reasons.values())
+    return out
+
+
+def _write_dead_letters(
+    conn: sa.Connection, letters: Sequence[DeadLetter], now: float
+) -> dict[str, int]:
+    """Store dead letters (once per Kafka position); stored count by reason."""
+    if not letters:
+        return {}
+    rows = []
+    for d in letters:
+        topic, partition, offset = _pos(d.position)
+        rows.append(
+            {
+                "source": d.source,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": d.reason,
+                "detail": d.detail,
+                "payload": d.payload,
+                "payload_bytes": d.payload_bytes,
+                "received_at": now,
+            }
+        )
+    stmt = (
+        _insert(conn, dead_letters_t)
+        .on_conflict_do_nothing()
+        .returning(dead_letters_t.c.reason)
+    )
+    counts: dict[str, int] = {}
+    for (reason,) in conn.execute(stmt, rows):
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def reconcile_labels(conn: sa.Connection, since_ingested_at: float) -> int:
+    """Label predictions whose feedback (ingested since the time) was missed.
+
+    Needed when the prediction and its feedback were written by two concurrent
+    transactions, neither seeing the other. Call it with the start of the
+    previous pass minus a margin longer than one ingest transaction (e.g. 300 s);
+    it is idempotent. Returns the number of predictions labelled.
+    """
+    fb = feedback_t.alias("fb")
+    match = sa.and_(fb.c.model == predictions_t.c.model, fb.c.request_id == predictions_t.c.request_id)
+    recent = sa.select(fb.c.model, fb.c.request_id).where(fb.c.ingested_at >= since_ingested_at)
+    stmt = (
+        predictions_t.update()
+        .where(
+            predictions_t.c.label.is_(None),
+            sa.tuple_(predictions_t.c.model, predictions_t.c.request_id).in_(recent),
+        )
+        .values(
+            label=sa.select(fb.c.label).where(match).scalar_subquery(),
+            label_ts=sa.select(fb.c.ts).where(match).scalar_subquery(),
+        )
+    )
+    return int(conn.execute(stmt).rowcount or 0)

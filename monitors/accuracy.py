@@ -1,0 +1,105 @@
+"""Accuracy over labelled predictions: the number people get paged on.
+
+Per trailing window (on prediction time): accuracy with a 95% Wilson interval,
+per-class precision / recall / F1, macro F1, label coverage and label delay.
+A window whose labels have not mostly arrived yet (coverage below
+`mature_coverage`) is reported as `maturing`: its value is kept in history but
+alerts do not fire on it, because early labels are often not a random sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow, gated
+from modelmon.monitors.queries_quality import (
+    ConfusionCounts,
+    confusion_counts,
+    delay_quantiles,
+)
+from modelmon.monitors.stats_classification import (
+    summarize_confusion,
+    wilson_interval,
+)
+from modelmon.monitors.windows import current_windows
+from sqlalchemy import Connection
+
+from modelmon.config import ResolvedModel
+
+DELAY_QUANTILES = (0.5, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class AccuracyInputs:
+    """What the store hands the pure computation for one window."""
+
+    counts: ConfusionCounts
+    delay_n: int  # labelled rows with a feedback time
+    delays: dict[float, float]  # quantile -> label delay in seconds
+
+
+def labelled_status(n: int, coverage: float | None, model: ResolvedModel) -> Status:
+    """ok / insufficient_data / no_data on the label count, then maturing on coverage."""
+    _, status = gated(0.0, n, model.min_labels)
+    if status == "ok" and (coverage is None or coverage < model.mature_coverage):
+        return "maturing"
+    return status
+
+
+def _row(metric: str, value: float | None, n: int, status: Status, **labels: str) -> MetricRow:
+    return MetricRow(metric, value if status in ("ok", "maturing") else None, n, status, labels)
+
+
+def compute(inputs: AccuracyInputs, model: ResolvedModel) -> list[MetricRow]:
+    """Pure: confusion counts + delay order statistics -> metric rows."""
+    counts = inputs.counts
+    total, labelled = counts.total, counts.labelled
+    coverage = labelled / total if total else None
+    summary = summarize_confusion(counts.labelled_cells(), model.classes or ())
+    status = labelled_status(labelled, coverage, model)
+
+    rows = [_row("labeled_predictions", float(labelled), labelled, "ok")]
+    cov_value, cov_status = gated(coverage, total, model.min_samples)
+    rows.append(_row("label_coverage_ratio", cov_value, total, cov_status))
+
+    _, delay_status = gated(0.0, inputs.delay_n, model.min_labels)
+    for q in DELAY_QUANTILES:
+        value = inputs.delays.get(q)
+        rows.append(
+            _row("label_delay_seconds", value, inputs.delay_n, delay_status, quantile=f"{q:g}")
+        )
+
+    interval = wilson_interval(summary.correct, labelled)
+    rows.append(_row("accuracy_ratio", summary.accuracy, labelled, status))
+    rows.append(_row("accuracy_lower_ratio", interval and interval[0], labelled, status))
+    rows.append(_row("accuracy_upper_ratio", interval and interval[1], labelled, status))
+    rows.append(_row("macro_f1_ratio", summary.macro_f1, labelled, status))
+
+    for c in summary.classes:
+        for metric, value, n in (
+            ("precision_ratio", c.precision, c.predicted),
+            ("recall_ratio", c.recall, c.support),
+            ("f1_ratio", c.f1, c.tp + c.fp + c.fn),
+        ):
+            # Gated on the window's label count; a class with nothing to divide by has no value.
+            st: Status = (
+                status if value is not None or status not in ("ok", "maturing") else "no_data"
+            )
+            rows.append(_row(metric, value, n, st, **{"class": c.cls}))
+    return rows
+
+
+def collect_window(conn: Connection, model: ResolvedModel, window: Window) -> list[MetricRow]:
+    counts = confusion_counts(conn, model.name, window)
+    delay_n, delays = counts.labelled, {}
+    if counts.labelled >= model.min_labels:  # below it the delay rows carry no value anyway
+        delay_n, delays = delay_quantiles(conn, model.name, window, DELAY_QUANTILES)
+    return compute(AccuracyInputs(counts, delay_n, delays), model)
+
+
+def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
+    return [
+        WindowedRow(w, row)
+        for w in current_windows(model, now)
+        for row in collect_window(conn, model, w)
+    ]

@@ -1,0 +1,152 @@
+"""Per-slice fairness for each configured slice attribute.
+
+Per slice value: count, selection rate, accuracy, TPR and FPR, each with a 95%
+Wilson interval; across slices: demographic-parity difference and ratio,
+equal-opportunity difference and equalized-odds difference. Needs a positive
+class, so it yields nothing for a multiclass model without `positive_class`.
+
+Cardinality stays bounded: the `slice_top_k` most frequent values of an
+attribute are kept, all other values pooled as `__other__`, and predictions
+without the attribute form `__missing__` (so at most top_k + 2 slices).
+"""
+
+from __future__ import annotations
+
+from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow, gated
+from modelmon.monitors.queries_quality import (
+    MISSING_SLICE,
+    OTHER_SLICE,
+    SliceCounts,
+    slice_counts,
+)
+from modelmon.monitors.stats_classification import ratio, wilson_interval
+from modelmon.monitors.stats_fairness import (
+    Gap,
+    Rate,
+    difference,
+    equalized_odds,
+    ratio_min_max,
+)
+from modelmon.monitors.windows import current_windows
+from sqlalchemy import Connection
+
+from modelmon.config import ResolvedModel
+
+
+def pool_slices(
+    top: list[tuple[str, SliceCounts]], missing: SliceCounts | None, total: SliceCounts
+) -> list[tuple[str, SliceCounts]]:
+    """Top-K slices, then `__other__` (the rest of the window), then `__missing__`."""
+    out = list(top)
+    rest = total
+    for _, counts in top:
+        rest = rest - counts
+    if missing is not None:
+        rest = rest - missing
+    if rest.n > 0:
+        out.append((OTHER_SLICE, rest))
+    if missing is not None and missing.n > 0:
+        out.append((MISSING_SLICE, missing))
+    return out
+
+
+def _labelled_gate(rate: Rate, coverage: float | None, model: ResolvedModel) -> Status:
+    _, status = gated(0.0, rate.n, model.min_slice_samples)
+    if status == "ok" and (coverage is None or coverage < model.mature_coverage):
+        return "maturing"
+    return status
+
+
+def _rate_rows(metric: str, rate: Rate, status: Status, labels: dict[str, str]) -> list[MetricRow]:
+    keep = status in ("ok", "maturing")
+    interval = wilson_interval(rate.successes, rate.n) if keep else None
+    values = (rate.value if keep else None, interval and interval[0], interval and interval[1])
+    suffixes = ("_ratio", "_lower_ratio", "_upper_ratio")
+    return [
+        MetricRow(f"{metric}{sfx}", v, rate.n, status, dict(labels))
+        for sfx, v in zip(suffixes, values, strict=True)
+    ]
+
+
+def _gap_row(
+    metric: str, gap: Gap, status_if_ok: Status, attribute: str, any_data: bool
+) -> MetricRow:
+    if not any_data:
+        status: Status = "no_data"
+    elif gap.slices < 2:
+        status = "insufficient_data"  # fewer than two slices with enough samples
+    elif gap.value is None:
+        status = "no_data"  # 0 / 0: no slice selected anyone, the ratio is undefined
+    else:
+        status = status_if_ok
+    value = gap.value if status in ("ok", "maturing") else None
+    return MetricRow(metric, value, gap.n, status, {"attribute": attribute})
+
+
+def compute_attribute(
+    attribute: str, slices: list[tuple[str, SliceCounts]], total: SliceCounts, model: ResolvedModel
+) -> list[MetricRow]:
+    """Pure: pooled slice counts of one attribute -> metric rows."""
+    rows: list[MetricRow] = []
+    selection, tpr, fpr = [], [], []
+    for name, c in slices:
+        labels = {"attribute": attribute, "slice": name}
+        rows.append(MetricRow("slice_predictions", float(c.n), c.n, "ok", dict(labels)))
+        coverage = ratio(c.labelled, c.n)
+        sel = Rate(c.selected, c.n)
+        _, sel_status = gated(0.0, c.n, model.min_slice_samples)
+        rows += _rate_rows("slice_selection_rate", sel, sel_status, labels)
+        for metric, rate in (
+            ("slice_accuracy", Rate(c.correct, c.labelled)),
+            ("slice_true_positive_rate", Rate(c.tp, c.positives)),
+            ("slice_false_positive_rate", Rate(c.fp, c.negatives)),
+        ):
+            rows += _rate_rows(metric, rate, _labelled_gate(rate, coverage, model), labels)
+        selection.append(sel)
+        tpr.append(Rate(c.tp, c.positives))
+        fpr.append(Rate(c.fp, c.negatives))
+
+    m = model.min_slice_samples
+    window_coverage = ratio(total.labelled, total.n)
+    labelled_ok: Status = (
+        "ok"
+        if window_coverage is not None and window_coverage >= model.mature_coverage
+        else "maturing"
+    )
+    has_preds, has_labels = total.n > 0, total.labelled > 0
+    for metric, gap, ok, any_data in (
+        ("fairness_demographic_parity_difference", difference(selection, m), "ok", has_preds),
+        ("fairness_disparate_impact_ratio", ratio_min_max(selection, m), "ok", has_preds),
+        ("fairness_equal_opportunity_difference", difference(tpr, m), labelled_ok, has_labels),
+        (
+            "fairness_equalized_odds_difference",
+            equalized_odds(tpr, fpr, m),
+            labelled_ok,
+            has_labels,
+        ),
+    ):
+        rows.append(_gap_row(metric, gap, ok, attribute, any_data))
+    return rows
+
+
+def collect_window(conn: Connection, model: ResolvedModel, window: Window) -> list[MetricRow]:
+    positive = model.positive_class
+    if positive is None:
+        return []
+    rows: list[MetricRow] = []
+    for attribute in model.slices:
+        top, missing, total = slice_counts(
+            conn, model, window, attribute, positive, model.slice_top_k
+        )
+        rows += compute_attribute(attribute, pool_slices(top, missing, total), total, model)
+    return rows
+
+
+def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
+    if model.positive_class is None or not model.slices:
+        return []
+    return [
+        WindowedRow(w, row)
+        for w in current_windows(model, now)
+        for row in collect_window(conn, model, w)
+    ]

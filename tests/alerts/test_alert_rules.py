@@ -1,0 +1,253 @@
+"""Generated Prometheus rules: golden files, promtool check/test, coverage of every alert."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from modelmon.alerts.rules import (
+    ALERTS,
+    HEADER,
+    RuleOptions,
+    generate,
+    prom_duration,
+    runbook_url,
+    stale_files,
+    write_rules,
+)
+
+from modelmon.cli import main as cli_main
+from modelmon.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "alerts" / "rules"
+UNIT_TESTS = ROOT / "alerts" / "tests"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+
+def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    if not Path(PROMTOOL).exists():
+        pytest.fail("promtool not installed: run `make setup` (Debian package prometheus)")
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def _repo_config():
+    return load_config(ROOT / "modelmon.yaml", environ={})
+
+
+def test_committed_rules_match_a_fresh_generation() -> None:
+    """Golden test: alerts/rules/ is exactly what the repository's modelmon.yaml generates."""
+    files = generate(_repo_config())
+    committed = sorted(p.name for p in RULES.glob("*.yml"))
+    assert committed == sorted(files), "run `modelmon rules generate` and commit alerts/rules/"
+    for name, text in files.items():
+        assert (RULES / name).read_text(encoding="utf-8") == text, f"{name} is out of date"
+    assert stale_files(_repo_config(), RULES) == []
+
+
+def test_generation_is_deterministic_and_headed() -> None:
+    a, b = generate(_repo_config()), generate(_repo_config())
+    assert a == b
+    for text in a.values():
+        assert text.startswith(HEADER)
+        assert "Do not edit" in text
+
+
+def test_promtool_check_rules_accepts_every_file() -> None:
+    result = _promtool("check", "rules", *sorted(str(p) for p in RULES.glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    tests = sorted(str(p.name) for p in UNIT_TESTS.glob("*.test.yml"))
+    result = _promtool("test", "rules", *tests, cwd=UNIT_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(tests)
+
+
+def _unit_cases() -> dict[str, dict[str, int]]:
+    cases: dict[str, dict[str, int]] = {}
+    for path in UNIT_TESTS.glob("*.test.yml"):
+        for test in yaml.safe_load(path.read_text())["tests"]:
+            for check in test.get("alert_rule_test", []):
+                kind = "firing" if check.get("exp_alerts") else "quiet"
+                c = cases.setdefault(check["alertname"], {"firing": 0, "quiet": 0})
+                c[kind] += 1
+    return cases
+
+
+def test_every_alert_has_a_firing_and_a_not_firing_unit_test() -> None:
+    cases = _unit_cases()
+    generated = set()
+    for text in generate(_repo_config()).values():
+        for group in yaml.safe_load(text)["groups"]:
+            generated |= {r["alert"] for r in group["rules"] if "alert" in r}
+    assert generated == set(ALERTS)
+    for alert in ALERTS:
+        assert cases.get(alert, {}).get("firing", 0) >= 1, f"{alert}: no firing case"
+        assert cases.get(alert, {}).get("quiet", 0) >= 1, f"{alert}: no not-firing case"
+
+
+def test_every_alert_carries_severity_summary_description_runbook() -> None:
+    for text in generate(_repo_config(), RuleOptions(runbook_base="https://example.org/r.md")).values():
+        for group in yaml.safe_load(text)["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    assert rule["record"].startswith("modelmon:")
+                    continue
+                assert rule["labels"]["severity"] in ("page", "ticket")
+                ann = rule["annotations"]
+                assert ann["summary"] and ann["description"]
+                assert ann["runbook_url"] == f"https://example.org/r.md#runbook-{rule['alert'].lower()}"
+
+
+def test_runbook_sections_exist_for_every_alert() -> None:
+    doc = (ROOT / "docs" / "readme" / "alerts.md").read_text(encoding="utf-8")
+    for alert in ALERTS:
+        assert re.search(rf"^#+ Runbook: {alert}\s*$", doc, re.M), f"no runbook section for {alert}"
+        # GitHub's anchor of "Runbook: X" is runbook-x; the generator must point there.
+        assert runbook_url(alert).endswith(f"#runbook-{alert.lower()}")
+
+
+def test_for_scale_shortens_every_for(tmp_path: Path) -> None:
+    files = generate(_repo_config(), RuleOptions(for_scale=0.01))
+    durations = set()
+    for text in files.values():
+        for group in yaml.safe_load(text)["groups"]:
+            durations |= {r["for"] for r in group["rules"] if "for" in r}
+    assert durations and durations <= {"1200ms", "6s", "3s", "9s"}
+    assert prom_duration(0.5) == "500ms" and prom_duration(5400) == "90m" and prom_duration(86400) == "1d"
+
+
+def test_write_rules_removes_only_generated_files_no_longer_produced(tmp_path: Path) -> None:
+    (tmp_path / "model-old.yml").write_text(HEADER + "groups: []\n")
+    (tmp_path / "mine.yml").write_text("groups: []\n")
+    write_rules(_repo_config(), tmp_path)
+    names = sorted(p.name for p in tmp_path.glob("*.yml"))
+    assert names == ["discovered-models.yml", "mine.yml", "model-fraud.yml", "service.yml"]
+
+
+def test_cli_generate_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(ROOT / "modelmon.yaml")
+    assert cli_main(["-c", cfg, "rules", "generate", "--out", str(tmp_path)]) == 0
+    assert cli_main(["-c", cfg, "rules", "generate", "--out", str(tmp_path), "--check"]) == 0
+    (tmp_path / "service.yml").write_text("edited\n")
+    assert cli_main(["-c", cfg, "rules", "generate", "--out", str(tmp_path), "--check"]) == 1
+    assert "service.yml" in capsys.readouterr().out
+
+
+FULL_CONFIG = """
+defaults:
+  windows: [5m, 1h, 1d]
+  min_samples: 50
+models:
+  scorer:
+    task: multiclass
+    min_labels: 30
+    baseline_accuracy: 0.9
+    mature_coverage: 0.6
+    thresholds: {accuracy_min: 0.7, accuracy_drop: 0.1, estimated_accuracy_drop: 0.05, psi: 0.25}
+  "fraud.v2":
+    task: binary
+    positive_class: 1
+"""
+
+
+def _ann(rule: dict) -> dict:
+    return rule["annotations"]
+
+
+def test_absolute_accuracy_thresholds_with_promtool(tmp_path: Path) -> None:
+    """accuracy_min and baseline_accuracy branches (the repo's config uses the rolling one)."""
+    (tmp_path / "modelmon.yaml").write_text(FULL_CONFIG)
+    cfg = load_config(tmp_path / "modelmon.yaml", environ={})
+    rules_dir = tmp_path / "rules"
+    write_rules(cfg, rules_dir)
+    assert _promtool("check", "rules", *sorted(str(p) for p in rules_dir.glob("*.yml"))).returncode == 0
+    # A dotted model name must be an exact, escaped regex in the catch-all selector.
+    assert 'model!~"fraud\\\\.v2|scorer"' in (rules_dir / "discovered-models.yml").read_text()
+
+    text = (rules_dir / "model-scorer.yml").read_text()
+    alerts = {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
+    acc, est = alerts["ModelmonAccuracyDrop"], alerts["ModelmonEstimatedAccuracyDrop"]
+
+    def series(name: str, window: str, values: str, **extra: str) -> dict:
+        labels = {"model": "scorer", "model_version": "*", "window": window, **extra}
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{body}}}", "values": values}
+
+    def samples(metric: str, window: str, n: int, monitor: str) -> dict:
+        return series("modelmon_monitor_samples", window, f"{n}x40", metric=metric, monitor=monitor, status="ok")
+
+    firing_acc = {"severity": "page", "model": "scorer", "model_version": "*"}
+    unit = {
+        "rule_files": ["rules/model-scorer.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # 0.75 is above the 0.7 floor but below baseline 0.9 - 0.1 = 0.8
+                "interval": "1m",
+                "input_series": [
+                    series("modelmon_accuracy_ratio", "1h", "0.85x5 0.75x30"),
+                    samples("accuracy_ratio", "1h", 30, "accuracy"),
+                    series("modelmon_label_coverage_ratio", "1h", "0.7x40"),
+                    # floor breach, but only 29 labels: quiet
+                    series("modelmon_accuracy_ratio", "1d", "0.5x40"),
+                    samples("accuracy_ratio", "1d", 29, "accuracy"),
+                    series("modelmon_label_coverage_ratio", "1d", "0.9x40"),
+                    # floor breach with enough labels but coverage 0.55 < 0.6: still maturing, quiet
+                    series("modelmon_accuracy_ratio", "5m", "0.5x40"),
+                    samples("accuracy_ratio", "5m", 300, "accuracy"),
+                    series("modelmon_label_coverage_ratio", "5m", "0.55x40"),
+                    # estimated accuracy 0.84 < 0.9 - 0.05 in 1h; 0.86 in 5m is fine
+                    series("modelmon_estimated_accuracy_ratio", "1h", "0.84x40"),
+                    samples("estimated_accuracy_ratio", "1h", 60, "proxies"),
+                    series("modelmon_estimated_accuracy_ratio", "5m", "0.86x40"),
+                    samples("estimated_accuracy_ratio", "5m", 60, "proxies"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "9m", "alertname": "ModelmonAccuracyDrop", "exp_alerts": []},
+                    {"eval_time": "12m", "alertname": "ModelmonAccuracyDrop", "exp_alerts": [
+                        {"exp_labels": {**firing_acc, "window": "1h"}, "exp_annotations": {
+                            "summary": "Labelled accuracy of scorer dropped (1h window)",
+                            "description": "Accuracy of scorer (version *) on labelled predictions over the 1h "
+                            "window is 0.75, below floor 0.7 or baseline 0.9 - 0.1 (at least 30 labels, "
+                            "label coverage at least 0.6).",
+                            "runbook_url": _ann(acc)["runbook_url"]}}]},
+                    {"eval_time": "14m", "alertname": "ModelmonEstimatedAccuracyDrop", "exp_alerts": []},
+                    {"eval_time": "16m", "alertname": "ModelmonEstimatedAccuracyDrop", "exp_alerts": [
+                        {"exp_labels": {"severity": "ticket", "model": "scorer", "model_version": "*",
+                                        "window": "1h"}, "exp_annotations": {
+                            "summary": "Estimated accuracy of scorer dropped (1h window)",
+                            "description": "Accuracy of scorer (version *) estimated from its confidence scores "
+                            "over the 1h window is 0.84, below baseline 0.9 - 0.05 (at least 50 predictions). "
+                            "Labels may not have arrived yet: this is an early warning.",
+                            "runbook_url": _ann(est)["runbook_url"]}}]},
+                ],
+            },
+            {   # the floor alone: 0.65 < 0.7
+                "interval": "1m",
+                "input_series": [
+                    series("modelmon_accuracy_ratio", "1d", "0.65x40"),
+                    samples("accuracy_ratio", "1d", 1000, "accuracy"),
+                    series("modelmon_label_coverage_ratio", "1d", "0.95x40"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "ModelmonAccuracyDrop", "exp_alerts": []},
+                    {"eval_time": "6m", "alertname": "ModelmonAccuracyDrop", "exp_alerts": [
+                        {"exp_labels": {**firing_acc, "window": "1d"}, "exp_annotations": {
+                            "summary": "Labelled accuracy of scorer dropped (1d window)",
+                            "description": "Accuracy of scorer (version *) on labelled predictions over the 1d "
+                            "window is 0.65, below floor 0.7 or baseline 0.9 - 0.1 (at least 30 labels, "
+                            "label coverage at least 0.6).",
+                            "runbook_url": _ann(acc)["runbook_url"]}}]},
+                ],
+            },
+        ],
+    }
+    (tmp_path / "scorer.test.yml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    result = _promtool("test", "rules", "scorer.test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

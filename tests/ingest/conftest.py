@@ -1,0 +1,147 @@
+"""Helpers for ingest tests: producing to the test broker, running ingest, reading the store."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from modelmon.config import Config
+from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
+from modelmon.ingest.service import IngestService
+from modelmon.store.engine import make_engine
+from modelmon.store.migrate import upgrade
+
+T0 = 1_790_000_000.0
+# Tansu takes about half the session timeout to complete a group join.
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
+              "max_poll_interval_ms": 20000}
+
+
+def producer(bootstrap: str, **extra: Any) -> KafkaProducer:
+    settings = {"bootstrap_servers": bootstrap, "linger_ms": 20, "batch_size": 512 * 1024,
+                "acks": 1, "enable_idempotence": False, "max_request_size": 4 * 1024 * 1024}
+    settings.update(extra)
+    return KafkaProducer(**settings)
+
+
+def prediction(i: int, model: str = "m", **extra: Any) -> dict[str, Any]:
+    return {"request_id": f"r{i}", "model": model, "timestamp": T0 + i, "prediction": i % 3,
+            "scores": {"0": 0.2, "1": 0.3, "2": 0.5}, "latency_ms": i % 97,
+            "slices": {"region": ("eu", "us")[i % 2]}, **extra}
+
+
+def feedback(i: int, model: str = "m") -> dict[str, Any]:
+    return {"request_id": f"r{i}", "model": model, "timestamp": T0 + i + 30, "label": label_of(i)}
+
+
+def label_of(i: int) -> str:
+    """The true label of prediction i; differs between neighbours so a mix-up shows."""
+    return str((i * 7 + 1) % 3)
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def send_all(prod: KafkaProducer, topic: str, values: list[bytes | None],
+             keys: list[bytes | None] | None = None) -> list[tuple[int, int]]:
+    """Send and return each message's (partition, offset)."""
+    futures = [prod.send(topic, value=v, key=None if keys is None else keys[n])
+               for n, v in enumerate(values)]
+    prod.flush()
+    return [(md.partition, md.offset) for md in (f.get(timeout=30) for f in futures)]
+
+
+def make_config(bootstrap: str, db_url: str, predictions_topic: str, feedback_topic: str,
+                group: str, **ingest: Any) -> dict[str, Any]:
+    return {
+        "database": {"url": db_url},
+        "kafka": {"bootstrap_servers": bootstrap, "predictions_topic": predictions_topic,
+                  "feedback_topic": feedback_topic, "group_id": group, "consumer": FAST_GROUP},
+        "ingest": {"batch_max_age": "200ms", "status_interval": "2s", "db_retry_initial": "200ms",
+                   "db_retry_max": "2s", **ingest},
+    }
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "modelmon.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@contextmanager
+def running(cfg: Config, engine: sa.Engine, metrics: IngestMetrics | None = None) -> Iterator[IngestService]:
+    """IngestService in a thread; stopped (flush + commit) on exit."""
+    service = IngestService(cfg, engine, metrics)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run(stop)
+        except BaseException as exc:  # surfaced by the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="test-ingest", daemon=True)
+    thread.start()
+    try:
+        yield service
+        assert thread.is_alive(), f"ingest exited early: {errors}"
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive(), "ingest did not stop within 60 s"
+    assert not errors, errors
+
+
+def new_metrics(cfg: Config) -> IngestMetrics:
+    return IngestMetrics(CollectorRegistry(), latency_buckets_for(cfg))
+
+
+def count(engine: sa.Engine, table: str, where: str = "") -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} {where}")).scalar() or 0)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def expected_next_offsets(positions: list[tuple[int, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for partition, offset in positions:
+        out[partition] = max(out.get(partition, 0), offset + 1)
+    return out

@@ -1,0 +1,205 @@
+"""write_batch / reconcile_labels on SQLite and PostgreSQL: idempotence, conflicts, label join."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from modelmon.contract import parse_feedback, parse_prediction
+from modelmon.store.engine import make_engine
+from modelmon.store.migrate import upgrade
+from modelmon.store.tables import dead_letters, feedback, ingest_conflicts, predictions
+from modelmon.store.writes import DeadLetter, Position, reconcile_labels, write_batch
+
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture
+def engine(db_url: str) -> sa.Engine:
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def pred(rid: str, prediction: object = 1, model: str = "m", **extra: object):
+    obj = {"request_id": rid, "model": model, "timestamp": T0, "prediction": prediction, **extra}
+    return parse_prediction(obj)
+
+
+def fb(rid: str, label: object = 1, model: str = "m", ts: float = T0 + 60):
+    return parse_feedback({"request_id": rid, "model": model, "timestamp": ts, "label": label})
+
+
+def rows(engine: sa.Engine, table: sa.Table) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(table).order_by(table.c.id)))
+
+
+def write(engine: sa.Engine, p=(), f=(), d=(), **kw):
+    with engine.begin() as conn:
+        return write_batch(conn, list(p), list(f), list(d), **kw)
+
+
+def test_stores_every_column_and_the_kafka_position(engine: sa.Engine) -> None:
+    p = pred("a", prediction="cat", scores={"cat": 0.7, "dog": 0.3}, latency_ms=250,
+             slices={"sex": "F"}, features={"x": [1, 2]}, model_version="v2")
+    out = write(engine, [(p, Position("preds", 3, 42))], now=T0 + 1)
+    assert out.predictions_stored == 1 and out.duplicates == 0
+    (row,) = rows(engine, predictions)
+    assert (row.topic, row.partition, row.offset) == ("preds", 3, 42)
+    assert row.model_version == "v2" and row.prediction == "cat"
+    assert row.scores == {"cat": 0.7, "dog": 0.3} and row.slices == {"sex": "F"}
+    assert row.features == {"x": [1, 2]}
+    assert row.latency_seconds == pytest.approx(0.25)
+    assert row.score_pred == pytest.approx(0.7) and row.ingested_at == T0 + 1
+    assert row.digest == p.digest and row.label is None
+
+
+def test_absent_json_fields_are_sql_null(engine: sa.Engine) -> None:
+    write(engine, [(pred("a"), None)])
+    with engine.connect() as conn:
+        n = conn.execute(
+            sa.select(sa.func.count()).where(
+                predictions.c.scores.is_(None), predictions.c.slices.is_(None),
+                predictions.c.features.is_(None),
+            )
+        ).scalar()
+    assert n == 1
+
+
+def test_identical_redelivery_is_a_duplicate_not_a_conflict(engine: sa.Engine) -> None:
+    batch = [(pred(f"r{i}"), Position("t", 0, i)) for i in range(5)]
+    assert write(engine, batch).predictions_stored == 5
+    again = write(engine, batch)
+    assert (again.predictions_stored, again.duplicates, again.conflicts) == (0, 5, 0)
+    assert again.duplicates_by_kind["prediction"] == 5
+    assert len(rows(engine, predictions)) == 5
+    assert rows(engine, ingest_conflicts) == []
+
+
+def test_same_key_different_content_is_a_recorded_conflict_and_first_wins(engine: sa.Engine) -> None:
+    write(engine, [(pred("a", prediction=1), Position("t", 0, 1))])
+    out = write(engine, [(pred("a", prediction=0), Position("t", 0, 7))])
+    assert (out.predictions_stored, out.duplicates, out.conflicts) == (0, 0, 1)
+    (row,) = rows(engine, predictions)
+    assert row.prediction == "1"  # first write wins
+    (c,) = rows(engine, ingest_conflicts)
+    assert (c.kind, c.request_id, c.offset) == ("prediction", "a", 7)
+    assert c.stored_digest == pred("a", prediction=1).digest
+    assert c.new_digest == pred("a", prediction=0).digest
+    # the conflicting message redelivered from the same offset is not a second conflict
+    again = write(engine, [(pred("a", prediction=0), Position("t", 0, 7))])
+    assert (again.conflicts, again.duplicates) == (0, 1)
+    assert len(rows(engine, ingest_conflicts)) == 1
+
+
+def test_duplicates_inside_one_batch_first_wins(engine: sa.Engine) -> None:
+    batch = [
+        (pred("a", prediction=1), Position("t", 0, 1)),
+        (pred("a", prediction=1), Position("t", 0, 2)),  # identical
+        (pred("a", prediction=0), Position("t", 0, 3)),  # conflicting
+        (pred("b"), Position("t", 0, 4)),
+    ]
+    out = write(engine, batch)
+    assert (out.predictions_stored, out.duplicates, out.conflicts) == (2, 1, 1)
+    assert {r.request_id: r.prediction for r in rows(engine, predictions)} == {"a": "1", "b": "1"}
+
+
+def test_same_request_id_in_two_models_are_two_predictions(engine: sa.Engine) -> None:
+    out = write(engine, [(pred("a", model="m1"), None), (pred("a", model="m2"), None)])
+    assert out.predictions_stored == 2
+
+
+def test_feedback_after_prediction_labels_it(engine: sa.Engine) -> None:
+    write(engine, [(pred("a"), None), (pred("b"), None)])
+    out = write(engine, f=[(fb("a", label="true"), Position("f", 0, 0))])
+    assert (out.feedback_stored, out.labels_joined) == (1, 1)
+    got = {r.request_id: (r.label, r.label_ts) for r in rows(engine, predictions)}
+    assert got == {"a": ("1", T0 + 60), "b": (None, None)}
+
+
+def test_feedback_before_prediction_is_picked_up_at_insert(engine: sa.Engine) -> None:
+    out = write(engine, f=[(fb("a", label=0), None)])
+    assert (out.feedback_stored, out.labels_joined) == (1, 0)
+    out = write(engine, [(pred("a"), None), (pred("b"), None)])
+    assert out.labels_joined == 1
+    got = {r.request_id: r.label for r in rows(engine, predictions)}
+    assert got == {"a": "0", "b": None}
+
+
+def test_feedback_and_prediction_in_the_same_batch_join(engine: sa.Engine) -> None:
+    out = write(engine, [(pred("a"), None)], [(fb("a", label=0), None)])
+    assert out.labels_joined == 1
+    assert rows(engine, predictions)[0].label == "0"
+
+
+def test_first_feedback_wins_and_later_feedback_does_not_relabel(engine: sa.Engine) -> None:
+    write(engine, [(pred("a"), None)], [(fb("a", label=1), Position("f", 0, 0))])
+    out = write(engine, f=[(fb("a", label=0), Position("f", 0, 1))])
+    assert (out.feedback_stored, out.conflicts, out.labels_joined) == (0, 1, 0)
+    assert rows(engine, predictions)[0].label == "1"
+    assert out.conflicts_by_kind["feedback"] == 1
+
+
+def test_http_feedback_has_no_position_and_conflicts_every_time(engine: sa.Engine) -> None:
+    write(engine, f=[(fb("a", label=1), None)], source="http")
+    (row,) = rows(engine, feedback)
+    assert (row.source, row.topic, row.offset) == ("http", None, None)
+    out1 = write(engine, f=[(fb("a", label=0), None)], source="http")
+    out2 = write(engine, f=[(fb("a", label=0), None)], source="http")
+    assert out1.conflicts == out2.conflicts == 1
+
+
+def test_dead_letters_are_stored_once_per_position(engine: sa.Engine) -> None:
+    d = DeadLetter("invalid_json", "not JSON", b"{oops", 5, "kafka", Position("t", 1, 9))
+    h = DeadLetter("missing_field", "label missing", b"{}", 2, "http", None)
+    out = write(engine, d=[d, h])
+    assert out.dead_letters_stored == 2
+    assert out.dead_letter_reasons == {"invalid_json": 1, "missing_field": 1}
+    assert write(engine, d=[d]).dead_letters_stored == 0
+    stored = rows(engine, dead_letters)
+    assert [(r.reason, r.payload, r.payload_bytes, r.offset) for r in stored] == [
+        ("invalid_json", b"{oops", 5, 9), ("missing_field", b"{}", 2, None)
+    ]
+
+
+def test_batch_runs_inside_the_callers_transaction(engine: sa.Engine) -> None:
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        write_batch(conn, [(pred("a"), None)], [], [])
+        raise RuntimeError("roll back")
+    assert rows(engine, predictions) == []
+
+
+def test_many_rows_across_insert_chunks(engine: sa.Engine) -> None:
+    n = 1234  # more than one multi-row INSERT
+    batch = [(pred(f"r{i}"), Position("t", 0, i)) for i in range(n)]
+    fbs = [(fb(f"r{i}", label=i % 2), Position("f", 0, i)) for i in range(0, n, 2)]
+    out = write(engine, batch[: n // 2], fbs)
+    assert out.labels_joined == len(range(0, n // 2, 2))
+    out = write(engine, batch, fbs)
+    assert out.predictions_stored == n - n // 2
+    assert out.duplicates == n // 2 + len(fbs)
+    with engine.connect() as conn:
+        labelled = conn.execute(sa.select(predictions.c.request_id, predictions.c.label)
+                                .where(predictions.c.label.is_not(None))).all()
+    assert {r: lab for r, lab in labelled} == {f"r{i}": str(i % 2) for i in range(0, n, 2)}
+
+
+def test_reconcile_labels_fills_what_concurrent_writers_missed(engine: sa.Engine) -> None:
+    # Simulate the race: the prediction was stored without seeing the feedback.
+    write(engine, [(pred("a"), None), (pred("b"), None)])
+    with engine.begin() as conn:
+        conn.execute(feedback.insert(), [
+            {"model": "m", "request_id": "a", "label": "0", "ts": T0 + 5, "source": "kafka",
+             "digest": "x", "ingested_at": T0 + 100},
+            {"model": "m", "request_id": "b", "label": "1", "ts": T0 + 6, "source": "kafka",
+             "digest": "y", "ingested_at": T0 - 100},  # older than `since`: left alone
+        ])
+    with engine.begin() as conn:
+        assert reconcile_labels(conn, since_ingested_at=T0) == 1
+    got = {r.request_id: (r.label, r.label_ts) for r in rows(engine, predictions)}
+    assert got == {"a": ("0", T0 + 5), "b": (None, None)}
+    with engine.begin() as conn:
+        assert reconcile_labels(conn, since_ingested_at=T0) == 0  # idempotent
+        assert reconcile_labels(conn, since_ingested_at=0) == 1
