@@ -14,4 +14,5 @@ lint: setup
 	.venv/bin/ruff check .
 
 bench: setup
-	.venv/bin/python -m bench
+	.venv/bin/python -m bench ingest
+	.venv/bin/python -m bench monitors

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from modelmon.monitors.results import latest_results
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelmon.config import Config
+from modelmon.monitors.results import latest_results
 from modelmon.store.tables import monitor_runs, predictions
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ METRIC_HELP: dict[str, str] = {
     "class_shift_psi": "Population stability index of the predicted-class distribution against the baseline.",
     "class_shift_js_distance": "Jensen-Shannon distance of the predicted-class distribution against the baseline.",
     "class_shift_chi2_pvalue": "Chi-squared test p-value of the predicted-class counts against the baseline.",
+    "label_share_ratio": "Share of labelled predictions per label (ground-truth class).",
+    "label_shift_psi": "Population stability index of the label distribution against the baseline.",
+    "label_shift_js_distance": "Jensen-Shannon distance of the label distribution against the baseline.",
+    "label_shift_chi2_pvalue": "Chi-squared test p-value of the label counts against the baseline.",
     "latency_seconds": "Prediction latency quantile reported by the model service.",
     "slo_error_budget_remaining_ratio": "Share of the SLO's error budget left over its period.",
     "slo_burn_rate": "Error-budget burn rate over the window (1 = spends the budget exactly over the period).",

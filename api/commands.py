@@ -39,7 +39,6 @@ def _token(args: argparse.Namespace, cfg: Config) -> int:
 def _serve(args: argparse.Namespace, cfg: Config) -> int:
     from modelmon.api.producer import feedback_producer
     from modelmon.api.routes import register as register_routes
-
     from modelmon.http import HttpServer, Router
     from modelmon.store.engine import make_engine
 

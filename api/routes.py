@@ -18,12 +18,12 @@ from importlib.resources import files
 from typing import Any
 
 import yaml
+from sqlalchemy import Engine
+
 from modelmon.api import feedback as fb
 from modelmon.api import queries
 from modelmon.api.auth import DISABLED_MESSAGE, TokenAuth
 from modelmon.api.sinks import FeedbackSink, KafkaSink, StoreSink
-from sqlalchemy import Engine
-
 from modelmon.config import Config
 from modelmon.contract import MAX_REQUEST_ID, MODEL_RE
 from modelmon.http import HttpError, Request, Response, Router

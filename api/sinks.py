@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any, Protocol
 
-from modelmon.api.feedback import Item
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from modelmon.api.feedback import Item
 from modelmon.http import HttpError
 
 log = logging.getLogger(__name__)

@@ -76,6 +76,7 @@ def config(bootstrap: str, topic: str, db_url: str, batch_max_events: int) -> An
 def raw_rate(cfg: Any, n: int) -> float:
     """kafka-python poll + json.loads with the settings ingest uses."""
     from kafka import ConsumerRebalanceListener, KafkaConsumer
+
     from modelmon.ingest.service import consumer_settings
 
     assigned: list[float] = []
@@ -102,10 +103,10 @@ def raw_rate(cfg: Any, n: int) -> float:
     return n / elapsed
 
 
-def ingest_rate(cfg: Any, n: int) -> tuple[float, float]:
-    """(events/s to committed rows, share of wall time the writer thread was busy)."""
+def ingest_rate(cfg: Any, n: int) -> tuple[float, float, float]:
+    """(events/s to committed rows, share of wall time the writer thread was busy,
+    share of wall time it spent decoding and validating)."""
     from modelmon.ingest.service import IngestService
-
     from modelmon.store.engine import make_engine
     from modelmon.store.migrate import upgrade
 
@@ -124,6 +125,7 @@ def ingest_rate(cfg: Any, n: int) -> tuple[float, float]:
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
     busy = service.writer.busy_seconds / elapsed
+    parse = service.writer.parse_seconds / elapsed
     stop.set()
     thread.join(60)
     with engine.connect() as conn:
@@ -131,7 +133,7 @@ def ingest_rate(cfg: Any, n: int) -> tuple[float, float]:
     engine.dispose()
     if stored != n:
         raise RuntimeError(f"expected {n} rows, found {stored}")
-    return n / elapsed, busy
+    return n / elapsed, busy, parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                         url = pg.url(name)
                 else:
                     raise SystemExit(f"unknown backend {backend!r}")
-                rate, busy = ingest_rate(
+                rate, busy, parse = ingest_rate(
                     config(broker.bootstrap, topic, url, args.batch_max_events), args.events)
-                results.append((f"modelmon ingest -> {backend}", rate, f"writer busy {busy:.0%}"))
+                results.append((f"modelmon ingest -> {backend}", rate,
+                                f"writer busy {busy:.0%} (decode+validate {parse:.0%})"))
                 print(f"  {backend}: {rate:,.0f} events/s", flush=True)
     finally:
         broker.stop()
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ingest benchmark: {args.events:,} prediction logs, {args.partitions} partitions, "
           f"batch {args.batch_max_events}")
     print(f"{'path':<40} {'events/s':>10} {'x raw':>7}  note")
-    print(f"{'-' * 40} {'-' * 10} {'-' * 7}  {'-' * 20}")
+    print(f"{'-' * 40} {'-' * 10} {'-' * 7}  {'-' * 34}")
     for name, rate, note in results:
         print(f"{name:<40} {rate:>10,.0f} {rate / raw:>7.2f}  {note}")
     return 0

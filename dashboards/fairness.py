@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelmon.config import Thresholds
 from modelmon.dashboards.grafana import (
     Panel,
     Row,
@@ -13,8 +14,6 @@ from modelmon.dashboards.grafana import (
     query_variable,
     target,
 )
-
-from modelmon.config import Thresholds
 
 UID = "modelmon-fairness"
 _T = Thresholds()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelmon.config import Thresholds
 from modelmon.dashboards.grafana import (
     Panel,
     Row,
@@ -15,8 +16,6 @@ from modelmon.dashboards.grafana import (
     target,
     thresholds,
 )
-
-from modelmon.config import Thresholds
 
 UID = "modelmon-fleet"
 _T = Thresholds()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelmon.config import Thresholds
 from modelmon.dashboards.grafana import (
     Panel,
     Row,
@@ -16,8 +17,6 @@ from modelmon.dashboards.grafana import (
     target,
     thresholds,
 )
-
-from modelmon.config import Thresholds
 
 UID = "modelmon-model"
 _T = Thresholds()

@@ -74,7 +74,6 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     from modelmon.demo.processes import wait_until
     from modelmon.demo.simulator import FRAUD, SPECIES, KafkaSender, Simulator, run
     from modelmon.monitors.baselines import store_baseline
-
     from modelmon.runtime import Runtime
     from modelmon.store.engine import make_engine
     from modelmon.store.migrate import upgrade

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from modelmon.demo.simulator import FRAUD, SPECIES, SPECIES_CLASSES
 
 from modelmon.config import Config, load_config
+from modelmon.demo.simulator import FRAUD, SPECIES, SPECIES_CLASSES
 
 
 def demo_settings(db_url: str, bootstrap: str, port: int, rate: float) -> dict[str, Any]:

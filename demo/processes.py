@@ -33,13 +33,28 @@ def port_open(port: int, host: str = HOST) -> bool:
     return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.1,
+    errors: list[Exception] | None = None,
+) -> bool:
+    """Poll `check` until it returns True or `timeout` seconds pass.
+
+    Exceptions from `check` count as "not yet"; the last one is appended to
+    `errors` so a time-out can say why.
+    """
     deadline = time.monotonic() + timeout
+    last: Exception | None = None
     while True:
-        with contextlib.suppress(Exception):
+        try:
             if check():
                 return True
+        except Exception as exc:
+            last = exc
         if time.monotonic() >= deadline:
+            if last is not None and errors is not None:
+                errors.append(last)
             return False
         time.sleep(interval)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from modelmon.demo.processes import HOST, Child, StartError, free_port, log_tail, wait_until
 
 PROMETHEUS = "prometheus"

@@ -15,10 +15,10 @@ log = logging.getLogger(__name__)
 
 def _ingest(args: argparse.Namespace, cfg: Config) -> int:
     import sqlalchemy as sa
-    from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
-    from modelmon.ingest.service import IngestService
     from prometheus_client import CollectorRegistry
 
+    from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
+    from modelmon.ingest.service import IngestService
     from modelmon.store.engine import make_engine
 
     engine = make_engine(cfg.database.url, echo=cfg.database.echo, pool_size=cfg.database.pool_size)

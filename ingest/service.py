@@ -28,11 +28,11 @@ import sqlalchemy as sa
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from modelmon.config import Config
 from modelmon.ingest.batch import Batch
 from modelmon.ingest.metrics import IngestMetrics
 from modelmon.ingest.writer import BatchWriter, Job
-
-from modelmon.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -231,17 +231,27 @@ class IngestService:
             for tp, n in self.lag().items():
                 self.metrics.set_lag(tp.topic, tp.partition, n)
 
-    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def _commit(self, offsets: dict[TopicPartition, int], wait: bool = True) -> None:
         assert self.consumer is not None
         if not offsets:
             return
+        payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-            self.committed.update(offsets)
+            if wait:
+                self.consumer.commit(payload)
+                self.committed.update(offsets)
+            else:
+                self.consumer.commit_async(payload, callback=self._on_async_commit)
         except KafkaError as exc:
             # A rebalance took the partitions: the new owner re-reads from the
             # last commit and the idempotent writes make that harmless.
             log.warning("offset commit failed (%s); those messages will be re-read", exc)
+
+    def _on_async_commit(self, offsets: dict[TopicPartition, Any], result: Any) -> None:
+        if isinstance(result, BaseException):
+            log.warning("offset commit failed (%s); those messages will be re-read", result)
+        else:
+            self.committed.update({tp: om.offset for tp, om in offsets.items()})
 
     def _account(self, job: Job) -> None:
         out = job.outcome
@@ -284,7 +294,11 @@ class IngestService:
             if job.done.is_set():
                 self.inflight = None
                 if job.outcome is not None:
-                    self._commit(job.batch.next_offsets)
+                    # Not a blocking commit: kafka-python >= 3 calls this listener on
+                    # its IO thread, where a blocking call raises (and would fail the
+                    # rebalance). Should this commit be lost, the new owner re-reads
+                    # the batch and the idempotent writes store nothing twice.
+                    self._commit(job.batch.next_offsets, wait=False)
                     self._account(job)
                     job = None
             else:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from modelmon.ingest.batch import Batch, Parsed, dead_letter, parse_records
 
+from modelmon.ingest.batch import Batch, Parsed, dead_letter, parse_records
 from modelmon.store.writes import BatchOutcome, DeadLetter, write_batch
 
 log = logging.getLogger(__name__)

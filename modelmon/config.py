@@ -138,6 +138,8 @@ class Thresholds(_Section):
     equal_opportunity_max: float = Field(0.1, gt=0, le=1)
     freshness: Duration = 600.0
     dead_letter_rate: float = Field(0.01, gt=0, le=1)
+    # Service-wide (read from `defaults.thresholds` only): messages behind, summed per topic.
+    consumer_lag_messages: int = Field(10_000, ge=1)
 
 
 class ModelSettings(_Section):

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow, gated
+from sqlalchemy import Connection
+
+from modelmon.config import ResolvedModel
+from modelmon.monitors.aggregates import ok_quantiles, tick_groups
+from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
 from modelmon.monitors.queries_quality import (
     ConfusionCounts,
-    confusion_counts,
-    delay_quantiles,
+    confusion_from,
 )
 from modelmon.monitors.stats_classification import (
     summarize_confusion,
     wilson_interval,
 )
 from modelmon.monitors.windows import current_windows
-from sqlalchemy import Connection
-
-from modelmon.config import ResolvedModel
 
 DELAY_QUANTILES = (0.5, 0.95)
 
@@ -89,17 +89,17 @@ def compute(inputs: AccuracyInputs, model: ResolvedModel) -> list[MetricRow]:
     return rows
 
 
-def collect_window(conn: Connection, model: ResolvedModel, window: Window) -> list[MetricRow]:
-    counts = confusion_counts(conn, model.name, window)
-    delay_n, delays = counts.labelled, {}
-    if counts.labelled >= model.min_labels:  # below it the delay rows carry no value anyway
-        delay_n, delays = delay_quantiles(conn, model.name, window, DELAY_QUANTILES)
-    return compute(AccuracyInputs(counts, delay_n, delays), model)
-
-
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
-    return [
-        WindowedRow(w, row)
-        for w in current_windows(model, now)
-        for row in collect_window(conn, model, w)
-    ]
+    windows = current_windows(model, now)
+    groups = tick_groups(conn, model, now)  # shared with shift and proxies
+    counts = [confusion_from(groups[w]) for w in windows]
+    # Below min_labels the delay rows carry no value: those windows skip the delay scan.
+    need = [w for w, c in zip(windows, counts, strict=True) if c.labelled >= model.min_labels]
+    quantiles = ok_quantiles(conn, model.name, windows, "delay", DELAY_QUANTILES, only=need)
+    delays = dict(zip(need, quantiles, strict=True))
+    out: list[WindowedRow] = []
+    for w, c in zip(windows, counts, strict=True):
+        n, qs = delays.get(w, (c.labelled, {}))
+        inputs = AccuracyInputs(c, n, {q: v for q, v in qs.items() if v is not None})
+        out += [WindowedRow(w, row) for row in compute(inputs, model)]
+    return out

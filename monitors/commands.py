@@ -154,6 +154,7 @@ def _engine(cfg: Config):  # type: ignore[no-untyped-def]
 
 def _set(args: argparse.Namespace, cfg: Config) -> int:
     import sqlalchemy as sa
+
     from modelmon.monitors.baselines import store_baseline
 
     if not MODEL_NAME_RE.match(args.model):
@@ -192,6 +193,7 @@ def _show(args: argparse.Namespace, cfg: Config) -> int:
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
+
     from modelmon.monitors.baselines import latest_baseline
 
     try:

@@ -12,7 +12,10 @@ without the attribute form `__missing__` (so at most top_k + 2 slices).
 
 from __future__ import annotations
 
-from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow, gated
+from sqlalchemy import Connection
+
+from modelmon.config import ResolvedModel
+from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
 from modelmon.monitors.queries_quality import (
     MISSING_SLICE,
     OTHER_SLICE,
@@ -28,9 +31,6 @@ from modelmon.monitors.stats_fairness import (
     ratio_min_max,
 )
 from modelmon.monitors.windows import current_windows
-from sqlalchemy import Connection
-
-from modelmon.config import ResolvedModel
 
 
 def pool_slices(
@@ -129,24 +129,16 @@ def compute_attribute(
     return rows
 
 
-def collect_window(conn: Connection, model: ResolvedModel, window: Window) -> list[MetricRow]:
-    positive = model.positive_class
-    if positive is None:
-        return []
-    rows: list[MetricRow] = []
-    for attribute in model.slices:
-        top, missing, total = slice_counts(
-            conn, model, window, attribute, positive, model.slice_top_k
-        )
-        rows += compute_attribute(attribute, pool_slices(top, missing, total), total, model)
-    return rows
-
-
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
-    if model.positive_class is None or not model.slices:
+    positive = model.positive_class
+    if positive is None or not model.slices:
         return []
-    return [
-        WindowedRow(w, row)
-        for w in current_windows(model, now)
-        for row in collect_window(conn, model, w)
-    ]
+    windows = current_windows(model, now)
+    counts = slice_counts(conn, model, windows, positive, model.slice_top_k)  # one scan
+    out: list[WindowedRow] = []
+    for i, w in enumerate(windows):
+        for attribute in model.slices:
+            top, missing, total = counts[(i, attribute)]
+            rows = compute_attribute(attribute, pool_slices(top, missing, total), total, model)
+            out += [WindowedRow(w, row) for row in rows]
+    return out

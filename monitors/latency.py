@@ -20,8 +20,11 @@ should not wait for a window of 100 requests.
 from __future__ import annotations
 
 import sqlalchemy as sa
+
+from modelmon.config import ResolvedModel, format_duration
+from modelmon.monitors.aggregates import ok_quantiles
 from modelmon.monitors.base import MetricRow, Window, WindowedRow, gated
-from modelmon.monitors.queries import P, last_prediction_ts, request_counts, window_quantiles
+from modelmon.monitors.queries import last_prediction_ts, request_counts
 from modelmon.monitors.stats_latency import (
     QUANTILES,
     budget_remaining,
@@ -31,15 +34,13 @@ from modelmon.monitors.stats_latency import (
 )
 from modelmon.monitors.windows import BURN_RATE_WINDOWS, current_windows, trailing
 
-from modelmon.config import ResolvedModel, format_duration
-
 
 def collect(conn: sa.Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
     windows = current_windows(model, now)
     out: list[WindowedRow] = []
 
-    ok_rows = sa.and_(P.c.model == model.name, P.c.status == "ok")
-    for w, (n, qv) in zip(windows, window_quantiles(conn, P.c.latency_seconds, ok_rows, windows, QUANTILES), strict=True):
+    quantiles = ok_quantiles(conn, model.name, windows, "latency", QUANTILES)  # shared with accuracy
+    for w, (n, qv) in zip(windows, quantiles, strict=True):
         for q in QUANTILES:
             value, status = gated(qv[q], n, model.min_samples)
             out.append(WindowedRow(w, MetricRow("latency_seconds", value, n, status, {"quantile": quantile_label(q)})))

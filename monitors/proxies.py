@@ -12,14 +12,15 @@ mismatched (NannyML issue #346).
 
 from __future__ import annotations
 
-from modelmon.monitors.accuracy import labelled_status
-from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow, gated
-from modelmon.monitors.queries_quality import ProxySums, proxy_sums
-from modelmon.monitors.stats_classification import expected_calibration_error, ratio
-from modelmon.monitors.windows import current_windows
 from sqlalchemy import Connection
 
 from modelmon.config import ResolvedModel
+from modelmon.monitors.accuracy import labelled_status
+from modelmon.monitors.aggregates import tick_groups
+from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
+from modelmon.monitors.queries_quality import ProxySums, proxy_sums_from
+from modelmon.monitors.stats_classification import expected_calibration_error, ratio
+from modelmon.monitors.windows import current_windows
 
 
 def _row(metric: str, value: float | None, n: int, status: Status) -> MetricRow:
@@ -50,13 +51,10 @@ def compute(s: ProxySums, model: ResolvedModel) -> list[MetricRow]:
     return rows
 
 
-def collect_window(conn: Connection, model: ResolvedModel, window: Window) -> list[MetricRow]:
-    return compute(proxy_sums(conn, model, window), model)
-
-
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
+    groups = tick_groups(conn, model, now)  # shared with shift and accuracy
     return [
         WindowedRow(w, row)
         for w in current_windows(model, now)
-        for row in collect_window(conn, model, w)
+        for row in compute(proxy_sums_from(groups[w]), model)
     ]

@@ -1,12 +1,13 @@
 """SQL aggregates over `predictions`, shared by the monitor families.
 
 Everything here is a range scan on the (model, ts) index returning small
-aggregates; nothing loads a window's rows into Python objects except
-`window_quantiles` on SQLite, which streams one float column per row into a
-numpy array in chunks (8 bytes a row; SQLite has no percentile aggregate).
-Several windows are answered by one scan: conditional sums (SUM(CASE ...))
-for a few windows, or per-bucket counts (GROUP BY bucket) when windows are
-many and nested, as for SLO burn rates.
+aggregates; nothing loads a window's rows into Python objects except the
+quantile path on SQLite, which streams float columns per row into numpy
+arrays in chunks (8 bytes a row and column; SQLite has no percentile
+aggregate). Several windows are answered by one scan: per-bucket counts
+(GROUP BY bucket) when windows are many and nested, as for SLO burn rates,
+FILTERed aggregates for quantiles; the per-class counts come from the
+segment-grouped scan of `aggregates.window_groups`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
-from modelmon.monitors.base import Window
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from modelmon.monitors.base import Window
+
+if TYPE_CHECKING:
+    from modelmon.monitors.aggregates import Group
 from modelmon.store.tables import predictions
 
 P = predictions
@@ -30,15 +35,6 @@ def in_window(w: Window, ts: sa.ColumnElement = P.c.ts) -> sa.ColumnElement[bool
     return sa.and_(ts >= w.start, ts < w.end)
 
 
-def span_filter(model: str, windows: Sequence[Window]) -> sa.ColumnElement[bool]:
-    """model = :m AND ts in the union of the windows (one index range)."""
-    return sa.and_(
-        P.c.model == model,
-        P.c.ts >= min(w.start for w in windows),
-        P.c.ts < max(w.end for w in windows),
-    )
-
-
 def _count_if(cond: sa.ColumnElement[bool]) -> sa.ColumnElement:
     return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
 
@@ -46,28 +42,16 @@ def _count_if(cond: sa.ColumnElement[bool]) -> sa.ColumnElement:
 # -- class / label counts -------------------------------------------------------
 
 
-def class_label_counts(
-    conn: sa.Connection, model: str, windows: Sequence[Window]
-) -> list[dict[tuple[str, str | None], int]]:
-    """Per window: count of predictions per (predicted class, label or None).
+def class_label_counts(groups: Sequence[Group]) -> dict[tuple[str, str | None], int]:
+    """Count of status-ok predictions per (predicted class, label or None).
 
-    One scan of the windows' union, GROUP BY prediction, label; the predicted
-    and the label distributions both follow by summing.
+    A failed request's class is a fallback, not the model's answer: errors are
+    the latency family's error rate, as in every quality family.
     """
-    if not windows:
-        return []
-    cols = [_count_if(in_window(w)).label(f"c{i}") for i, w in enumerate(windows)]
-    stmt = (
-        sa.select(P.c.prediction, P.c.label, *cols)
-        .where(span_filter(model, windows))
-        .group_by(P.c.prediction, P.c.label)
-    )
-    out: list[dict[tuple[str, str | None], int]] = [{} for _ in windows]
-    for row in conn.execute(stmt):
-        for i in range(len(windows)):
-            n = int(row[2 + i])
-            if n:
-                out[i][(row[0], row[1])] = n
+    out: dict[tuple[str, str | None], int] = {}
+    for g in groups:
+        if g.ok:
+            out[(g.prediction, g.label)] = out.get((g.prediction, g.label), 0) + g.n
     return out
 
 
@@ -192,10 +176,18 @@ def window_quantiles(
             vals = row[2 * i + 1]
             out.append((n, {q: (float(v) if n else None) for q, v in zip(qs, vals or [None] * len(qs), strict=True)}))
         return out
-    tsv, vals = stream_columns(conn, ts, value, present, windows)
-    out = []
+    tsv, vals = stream_columns(conn, [ts, value], present, windows)
+    return quantiles_per_window(tsv, vals, windows, qs)
+
+
+def quantiles_per_window(
+    tsv: np.ndarray, vals: np.ndarray, windows: Sequence[Window], qs: Sequence[float]
+) -> list[tuple[int, dict[float, float | None]]]:
+    """np.percentile (linear) of the non-NaN values whose ts is in each window."""
+    out: list[tuple[int, dict[float, float | None]]] = []
     for w in windows:
         x = vals[(tsv >= w.start) & (tsv < w.end)]
+        x = x[~np.isnan(x)]
         if x.size == 0:
             out.append((0, dict.fromkeys(qs)))
         else:
@@ -206,14 +198,15 @@ def window_quantiles(
 
 def stream_columns(
     conn: sa.Connection,
-    ts: sa.ColumnElement,
-    value: sa.ColumnElement,
+    cols: Sequence[sa.ColumnElement],
     where: sa.ColumnElement[bool],
     windows: Sequence[Window],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ts, value) of the rows in the windows' union, as float64 arrays, in chunks."""
+) -> list[np.ndarray]:
+    """The columns (cols[0] is the ts) of the rows in the windows' union, as
+    float64 arrays (NULL -> NaN), read in chunks."""
+    ts = cols[0]
     span = sa.and_(ts >= min(w.start for w in windows), ts < max(w.end for w in windows))
-    result = conn.execute(sa.select(ts, value).where(where, span))
+    result = conn.execute(sa.select(*cols).where(where, span))
     # The driver's cursor yields plain tuples: numpy converts those ~10x faster than Rows.
     cursor = result.cursor
     parts: list[np.ndarray] = []
@@ -221,9 +214,9 @@ def stream_columns(
         parts.append(np.array(chunk, dtype=np.float64))
     result.close()
     if not parts:
-        return np.empty(0), np.empty(0)
+        return [np.empty(0) for _ in cols]
     both = np.concatenate(parts)
-    return both[:, 0].copy(), both[:, 1].copy()
+    return [both[:, i].copy() for i in range(len(cols))]
 
 
 # -- freshness ----------------------------------------------------------------------

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelmon.monitors.base import Window
-from modelmon.monitors.stats_classification import CalibrationBin, linear_quantile
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -23,11 +21,20 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    or_,
     select,
+    union_all,
 )
 
 from modelmon.config import ResolvedModel
+from modelmon.monitors.aggregates import (
+    Group,
+    boundaries,
+    segment_expr,
+    span_where,
+    window_segments,
+)
+from modelmon.monitors.base import Window
+from modelmon.monitors.stats_classification import CalibrationBin
 from modelmon.store.tables import predictions as P
 
 MISSING_SLICE = "__missing__"
@@ -63,60 +70,13 @@ class ConfusionCounts:
         return {(p, lab): n for (p, lab), n in self.cells.items() if lab is not None}
 
 
-def confusion_counts(conn: Connection, model: str, window: Window) -> ConfusionCounts:
-    stmt = (
-        select(P.c.prediction, P.c.label, func.count())
-        .where(in_window(model, window))
-        .group_by(P.c.prediction, P.c.label)
-    )
-    return ConfusionCounts({(pred, label): int(n) for pred, label, n in conn.execute(stmt)})
-
-
-def delay_quantiles(
-    conn: Connection, model: str, window: Window, quantiles: Sequence[float]
-) -> tuple[int, dict[float, float]]:
-    """(n, {q: quantile}) of label delay (feedback ts - prediction ts), numpy's linear method.
-
-    PostgreSQL: percentile_cont, which interpolates at rank (n - 1) * q exactly
-    like numpy's default. SQLite has no percentile aggregate: one sort in the
-    database (ROW_NUMBER over the delay, COUNT over the whole set) returns only
-    the few order statistics around each quantile's rank, so n and the ranks
-    come from the same snapshot of the data.
-    """
-    delay = (P.c.label_ts - P.c.ts).label("d")
-    labelled = and_(in_window(model, window), P.c.label.is_not(None), P.c.label_ts.is_not(None))
-    if conn.dialect.name == "postgresql":
-        cols = [func.percentile_cont(float(q)).within_group(delay) for q in quantiles]
-        row = conn.execute(select(func.count(), *cols).where(labelled)).one()
-        n = int(row[0])
-        return n, ({} if n == 0 else {q: float(v) for q, v in zip(quantiles, row[1:], strict=True)})
-    inner = (
-        select(
-            delay,
-            func.row_number().over(order_by=delay).label("rn"),
-            func.count().over().label("cnt"),
-        )
-        .where(labelled)
-        .subquery()
-    )
-    near = []
-    for q in quantiles:
-        # 1-based rank of the lower order statistic, with a margin of one either
-        # side for any rounding difference between the database and Python.
-        lo = _floor(conn, (inner.c.cnt - 1) * float(q)) + 1
-        near.append(and_(inner.c.rn >= lo - 1, inner.c.rn <= lo + 2))
-    stmt = select(inner.c.rn, inner.c.d, inner.c.cnt).where(or_(*near))
-    stats: dict[int, float] = {}
-    n = 0
-    for rn, d, cnt in conn.execute(stmt):
-        stats[int(rn) - 1] = float(d)
-        n = int(cnt)
-    out: dict[float, float] = {}
-    for q in quantiles:
-        value = linear_quantile(stats, n, q)
-        if value is not None:
-            out[q] = value
-    return n, out
+def confusion_from(groups: Sequence[Group]) -> ConfusionCounts:
+    """The window's confusion counts (status ok) from the shared groups."""
+    cells: dict[tuple[str, str | None], int] = {}
+    for g in groups:
+        if g.ok:
+            cells[(g.prediction, g.label)] = cells.get((g.prediction, g.label), 0) + g.n
+    return ConfusionCounts(cells)
 
 
 def _floor(conn: Connection, expr: ColumnElement[float]) -> ColumnElement[int]:
@@ -147,7 +107,7 @@ def confidence_expr(model: ResolvedModel) -> ColumnElement[float]:
     return 1.0 - func.abs(y_hat - p_pos)
 
 
-def _bin_index(conn: Connection, conf: ColumnElement[float], bins: int) -> ColumnElement[int]:
+def bin_index(conn: Connection, conf: ColumnElement[float], bins: int) -> ColumnElement[int]:
     """min(floor(conf * bins), bins - 1); NULL where conf is NULL."""
     return case((conf >= 1.0, bins - 1), else_=_floor(conn, conf * float(bins)))
 
@@ -169,57 +129,33 @@ class ProxySums:
     bins: list[CalibrationBin]  # over labelled rows with a confidence
 
 
-def proxy_sums(conn: Connection, model: ResolvedModel, window: Window) -> ProxySums:
-    """All proxy aggregates of a window in one scan, grouped by (bin, labelled)."""
-    conf = confidence_expr(model)
-    inner = (
-        select(
-            _bin_index(conn, conf, model.calibration_bins).label("bin"),
-            _flag(P.c.label.is_not(None)).label("lab"),
-            conf.label("conf"),
-            P.c.score_max.label("smax"),
-            P.c.entropy.label("ent"),
-            _flag(P.c.score_max < model.confidence_threshold).label("low"),
-            _flag(P.c.label == P.c.prediction).label("ok"),
-        )
-        .where(in_window(model.name, window))
-        .subquery()
-    )
-    c = inner.c
-    stmt = select(
-        c.bin,
-        c.lab,
-        func.count(),
-        func.count(c.smax),
-        func.coalesce(func.sum(c.smax), 0.0),
-        func.coalesce(func.sum(c.low), 0),
-        func.count(c.ent),
-        func.coalesce(func.sum(c.ent), 0.0),
-        func.count(c.conf),
-        func.coalesce(func.sum(c.conf), 0.0),
-        func.coalesce(func.sum(c.ok), 0),
-    ).group_by(c.bin, c.lab)
-    acc = dict.fromkeys(
-        ("total", "labelled", "n_max", "low", "n_ent", "n_conf", "lab_conf", "lab_ok"), 0
-    )
+def proxy_sums_from(groups: Sequence[Group]) -> ProxySums:
+    """All proxy aggregates of a window (status ok) from the shared groups."""
+    acc = dict.fromkeys(("total", "labelled", "n_max", "low", "n_ent", "n_conf", "lab_conf", "lab_ok"), 0)
     sums = dict.fromkeys(("max", "ent", "conf", "lab_conf"), 0.0)
-    bins: list[CalibrationBin] = []
-    for b, lab, n, n_max, s_max, low, n_ent, s_ent, n_conf, s_conf, n_ok in conn.execute(stmt):
-        acc["total"] += n
-        acc["n_max"] += n_max
-        acc["low"] += int(low)
-        acc["n_ent"] += n_ent
-        acc["n_conf"] += n_conf
-        sums["max"] += float(s_max)
-        sums["ent"] += float(s_ent)
-        sums["conf"] += float(s_conf)
-        if lab:
-            acc["labelled"] += n
-            if b is not None:
-                acc["lab_conf"] += n_conf
-                acc["lab_ok"] += int(n_ok)
-                sums["lab_conf"] += float(s_conf)
-                bins.append(CalibrationBin(int(b), int(n_conf), float(s_conf), int(n_ok)))
+    bins: dict[int, list[float]] = {}
+    for g in groups:
+        if not g.ok:
+            continue
+        acc["total"] += g.n
+        acc["n_max"] += g.n_max
+        acc["low"] += g.low
+        acc["n_ent"] += g.n_ent
+        acc["n_conf"] += g.n_conf
+        sums["max"] += g.sum_max
+        sums["ent"] += g.sum_ent
+        sums["conf"] += g.sum_conf
+        if g.label is not None:
+            acc["labelled"] += g.n
+            if g.bin is not None:
+                right = g.n if g.label == g.prediction else 0
+                acc["lab_conf"] += g.n_conf
+                acc["lab_ok"] += right
+                sums["lab_conf"] += g.sum_conf
+                b = bins.setdefault(g.bin, [0, 0.0, 0])
+                b[0] += g.n_conf
+                b[1] += g.sum_conf
+                b[2] += right
     return ProxySums(
         total=acc["total"],
         labelled=acc["labelled"],
@@ -233,7 +169,7 @@ def proxy_sums(conn: Connection, model: ResolvedModel, window: Window) -> ProxyS
         labelled_conf=acc["lab_conf"],
         labelled_sum_conf=sums["lab_conf"],
         labelled_correct=acc["lab_ok"],
-        bins=sorted(bins, key=lambda x: x.index),
+        bins=[CalibrationBin(i, int(v[0]), float(v[1]), int(v[2])) for i, v in sorted(bins.items())],
     )
 
 
@@ -264,60 +200,92 @@ def _astuple(s: SliceCounts) -> tuple[int, ...]:
     return (s.n, s.selected, s.labelled, s.correct, s.positives, s.tp, s.negatives, s.fp)
 
 
-def slice_counts(
-    conn: Connection, model: ResolvedModel, window: Window, attribute: str, positive: str, k: int
-) -> tuple[list[tuple[str, SliceCounts]], SliceCounts | None, SliceCounts]:
-    """(k most frequent values of `attribute`, the missing-value group, window totals).
+SliceResult = tuple[list[tuple[str, SliceCounts]], SliceCounts | None, SliceCounts]
 
-    One scan: the database groups by value, sums every group (window
-    functions over the grouped rows, evaluated before LIMIT) and returns at
-    most k + 1 groups however many distinct values the attribute has, so the
-    pooled rest is totals - top - missing from the same snapshot. Ties in
-    frequency are broken by value in the database's collation.
+
+def slice_counts(
+    conn: Connection,
+    model: ResolvedModel,
+    windows: Sequence[Window],
+    positive: str,
+    k: int,
+) -> dict[tuple[int, str], SliceResult]:
+    """Per (window index, attribute): (k most frequent values, the missing-value
+    group, window totals), for every configured attribute and window in one scan.
+
+    The rows of the windows' union are grouped once by (segment, every
+    attribute's value, four 0/1 flags) into a materialised CTE (a few hundred
+    rows for low-cardinality attributes; at worst one per row). Per (window,
+    attribute) the database then groups that by value, sums every group
+    (window functions over the grouped rows, evaluated before LIMIT) and
+    returns at most k + 1 groups however many distinct values the attribute
+    has, so the pooled rest is totals - top - missing from the same snapshot.
+    Ties in frequency are broken by value in the database's collation.
     """
-    value = P.c.slices[attribute].as_string()
+    attrs = list(model.slices)
+    if not windows or not attrs:
+        return {}
+    bounds = boundaries(windows)
     label = P.c.label
-    inner = (
-        select(
-            value.label("v"),
-            _flag(P.c.prediction == positive).label("sel"),
-            _flag(label.is_not(None)).label("lab"),
-            _flag(label == P.c.prediction).label("ok"),
-            _flag(label == positive).label("pos"),
-            _flag(and_(label == positive, P.c.prediction == positive)).label("tp"),
-            _flag(and_(label.is_not(None), label != positive)).label("neg"),
-            _flag(and_(label.is_not(None), label != positive, P.c.prediction == positive)).label(
-                "fp"
-            ),
-        )
-        .where(in_window(model.name, window))
+    values = [P.c.slices[a].as_string().label(f"v{i}") for i, a in enumerate(attrs)]
+    # (segment, selected, labelled, correct, labelled positive) packed into one
+    # integer: SQLite sorts to group, and fewer keys sort faster.
+    flags = (
+        segment_expr(bounds) * 16
+        + _flag(P.c.prediction == positive)
+        + 2 * _flag(label.is_not(None))
+        + 4 * _flag(label == P.c.prediction)
+        + 8 * _flag(label == positive)
+    ).label("k")
+    base = (
+        select(flags, *values)
+        .where(span_where(model.name, bounds), P.c.status == "ok")
         .subquery()
     )
-    c = inner.c
-    n = func.count()
-    per_group = [n] + [
-        func.coalesce(func.sum(col), literal(0))
-        for col in (c.sel, c.lab, c.ok, c.pos, c.tp, c.neg, c.fp)
-    ]
-    totals = [func.sum(agg).over() for agg in per_group]
-    stmt = (
-        select(c.v, *per_group, *totals)
-        .group_by(c.v)
-        .order_by(case((c.v.is_(None), 0), else_=1), n.desc(), c.v)
-        .limit(k + 1)
-    )
-    top: list[tuple[str, SliceCounts]] = []
-    missing: SliceCounts | None = None
-    total = SliceCounts()
-    width = len(per_group)
-    for row in conn.execute(stmt):
-        counts = SliceCounts(*(int(x) for x in row[1 : 1 + width]))
-        total = SliceCounts(*(int(x) for x in row[1 + width :]))
-        if row[0] is None:
+    keys = [base.c.k, *(base.c[v.name] for v in values)]
+    g = select(*keys, func.count().label("n")).group_by(*keys).cte("g").prefix_with("MATERIALIZED")
+    sel, lab, ok, pos = (g.c.k % 2 == 1), (g.c.k % 4 >= 2), (g.c.k % 8 >= 4), (g.c.k % 16 >= 8)
+    parts = []
+    for wi, w in enumerate(windows):
+        segs = sorted(window_segments(bounds, w))  # a run of consecutive segments
+        in_w = and_(g.c.k >= segs[0] * 16, g.c.k < (segs[-1] + 1) * 16)
+        for ai in range(len(attrs)):
+            v = g.c[f"v{ai}"]
+            n = func.sum(g.c.n)
+
+            def s(cond: ColumnElement[bool]) -> ColumnElement[int]:
+                return func.coalesce(func.sum(case((cond, g.c.n), else_=0)), literal(0))
+
+            per_group = [n, s(sel), s(lab), s(ok), s(pos), s(and_(pos, sel)),
+                         s(and_(lab, ~pos)), s(and_(lab, ~pos, sel))]
+            order = (case((v.is_(None), 0), else_=1), n.desc(), v)
+            part = (
+                select(literal(wi).label("w"), literal(ai).label("a"), v.label("v"),
+                       func.row_number().over(order_by=order).label("rk"),
+                       *(x.label(f"c{j}") for j, x in enumerate(per_group)),
+                       *(func.sum(x).over().label(f"t{j}") for j, x in enumerate(per_group)))
+                .where(in_w)
+                .group_by(v)
+                .order_by(*order)
+                .limit(k + 1)
+                .subquery()
+            )
+            parts.append(select(part))
+    u = union_all(*parts).subquery()
+    out: dict[tuple[int, str], SliceResult] = {
+        (wi, a): ([], None, SliceCounts()) for wi in range(len(windows)) for a in attrs
+    }
+    width = 8
+    for row in conn.execute(select(u).order_by(u.c.w, u.c.a, u.c.rk)):
+        top, missing, _ = out[(int(row.w), attrs[int(row.a)])]
+        counts = SliceCounts(*(int(x) for x in row[4 : 4 + width]))
+        total = SliceCounts(*(int(x) for x in row[4 + width :]))
+        if row.v is None:
             missing = counts
         elif len(top) < k:
-            top.append((str(row[0]), counts))
-    return top, missing, total
+            top.append((str(row.v), counts))
+        out[(int(row.w), attrs[int(row.a)])] = (top, missing, total)
+    return out
 
 
 __all__ = [
@@ -327,9 +295,8 @@ __all__ = [
     "ProxySums",
     "SliceCounts",
     "confidence_expr",
-    "confusion_counts",
-    "delay_quantiles",
+    "confusion_from",
     "in_window",
-    "proxy_sums",
+    "proxy_sums_from",
     "slice_counts",
 ]

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from modelmon.monitors.base import WindowedRow
 from sqlalchemy.dialects import postgresql, sqlite
 
+from modelmon.monitors.base import WindowedRow
 from modelmon.store.tables import monitor_results, monitor_runs
 
 

@@ -11,6 +11,11 @@ job takes a transaction-level advisory lock keyed on its name and skips
 quietly when another process holds it; a scheduled tick also skips when the
 job's last attempt (by any process) is younger than half its interval, so the
 job runs in only one process per interval.
+
+The families of one model share their scans: every job runs inside the
+scheduler's `AggregateCache`, and the scheduled ticks of one model's families
+all evaluate at the same tick time (the scheduled fire time), so the combined
+GROUP BY of `aggregates.window_groups` is computed once per (model, tick).
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from modelmon.monitors.registry import FAMILIES
-from modelmon.monitors.results import record_run, write_results
 from sqlalchemy import Engine
 
 from modelmon.config import Config, ResolvedModel
+from modelmon.monitors.aggregates import AggregateCache, shared
+from modelmon.monitors.registry import FAMILIES
+from modelmon.monitors.results import record_run, write_results
 from modelmon.store.tables import monitor_runs, predictions
 
 log = logging.getLogger("modelmon.monitors")
@@ -69,6 +75,7 @@ class MonitorScheduler:
         self._pending_first: set[str] = set()
         self._missing_logged: set[str] = set()
         self._reconciled_at: float | None = None
+        self._aggregates = AggregateCache()
 
     # -- what to run ---------------------------------------------------------
 
@@ -128,7 +135,8 @@ class MonitorScheduler:
                     return "skipped"
                 if not force and self._recently_attempted(conn, job, now, resolved.interval):
                     return "skipped"
-                rows = module.collect(conn, resolved, now)
+                with shared(self._aggregates):
+                    rows = module.collect(conn, resolved, now)
                 write_results(conn, model, family, rows, computed_at=now)
                 record_run(conn, job, family, model, now, time.monotonic() - started, None)
         except Exception as exc:  # noqa: BLE001 - one family must not stop the others
@@ -185,8 +193,11 @@ class MonitorScheduler:
         self.first_pass_done = True
         return out
 
-    def _tick(self, family: str, model: str) -> None:
-        self.run_job(family, model, time.time(), force=False)
+    def _tick(self, family: str, model: str, start: float, interval: float) -> None:
+        # The scheduled fire time: the same for every family of the model, so they share scans.
+        slack = min(1.0, interval / 10)  # a fire a hair early still belongs to its tick
+        now = start + max(0, (time.time() - start + slack) // interval) * interval
+        self.run_job(family, model, now, force=False)
         self._attempted(f"{family}:{model}")
 
     def _reconcile_tick(self) -> None:
@@ -203,7 +214,7 @@ class MonitorScheduler:
         assert self._scheduler is not None
         with self.engine.connect() as conn:
             models = self.models(conn)
-        start = datetime.now(UTC)
+        start = datetime.now(UTC).replace(microsecond=0)
         for model in models:
             interval = self.cfg.model(model).interval
             for family in self.families:
@@ -217,7 +228,7 @@ class MonitorScheduler:
                     self._tick,
                     "interval",
                     seconds=interval,
-                    args=(family, model),
+                    args=(family, model, start.timestamp(), interval),
                     id=job,
                     name=job,
                     coalesce=True,

@@ -1,8 +1,8 @@
 """Class-distribution shift: predicted classes (and labels once they arrive)
 in each window against the research baseline and a rolling baseline.
 
-One scan (GROUP BY prediction, label over the union of the current and the
-rolling windows) feeds every window; the maths is in `stats_shift`.
+One scan (`aggregates.window_groups` over the union of the current and the
+rolling windows, shared with accuracy and proxies) feeds every window; the maths is in `stats_shift`.
 Rows per window:
   {p}_share_ratio{class}                        current share (p = class | label)
   {p}_baseline_share_ratio{class, baseline}     baseline share (research | rolling)
@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import sqlalchemy as sa
+
+from modelmon.config import ResolvedModel
+from modelmon.monitors.aggregates import tick_groups
 from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow
 from modelmon.monitors.baselines import latest_baseline
 from modelmon.monitors.queries import class_label_counts, marginals
 from modelmon.monitors.stats_shift import shares_from_counts, shift_stats
 from modelmon.monitors.windows import current_windows, rolling_baseline
-
-from modelmon.config import ResolvedModel
 
 MAX_REPORTED_CLASSES = 100  # share series per window; the statistics use every class
 STAT_METRICS = ("psi", "js_distance", "chi2_statistic", "chi2_pvalue")
@@ -113,12 +114,12 @@ def _distribution_rows(
 def collect(conn: sa.Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
     windows = current_windows(model, now)
     rolls = [rolling_baseline(w, model.rolling_baseline) for w in windows]
-    counts = class_label_counts(conn, model.name, windows + rolls)
+    groups = tick_groups(conn, model, now)
     research = {k: latest_baseline(conn, model.name, k) for k in ("predictions", "labels")}
     out: list[WindowedRow] = []
     for i, w in enumerate(windows):
-        pred, lab = marginals(counts[i])
-        rpred, rlab = marginals(counts[len(windows) + i])
+        pred, lab = marginals(class_label_counts(groups[w]))
+        rpred, rlab = marginals(class_label_counts(groups[rolls[i]]))
         for prefix, cur, roll, kind, minimum in (
             ("class", pred, rpred, "predictions", model.min_samples),
             ("label", lab, rlab, "labels", model.min_labels),

@@ -10,9 +10,8 @@ window one day earlier [now - L - 1d, now - 1d).
 
 from __future__ import annotations
 
-from modelmon.monitors.base import Window
-
 from modelmon.config import ResolvedModel, format_duration
+from modelmon.monitors.base import Window
 
 DAY = 86400.0
 
@@ -50,3 +49,14 @@ def rolling_baseline(window: Window, mode: str) -> Window:
 def span(windows: list[Window]) -> tuple[float, float]:
     """The smallest [start, end) covering all windows, for one range scan."""
     return min(w.start for w in windows), max(w.end for w in windows)
+
+
+def pass_windows(model: ResolvedModel, now: float) -> list[Window]:
+    """The current windows, then their rolling baselines (not already listed).
+
+    The families that share one scan (`aggregates.window_groups`) all ask for
+    this same list, so the scan is done once per (model, tick).
+    """
+    current = current_windows(model, now)
+    rolls = [rolling_baseline(w, model.rolling_baseline) for w in current]
+    return current + [r for r in dict.fromkeys(rolls) if r not in current]

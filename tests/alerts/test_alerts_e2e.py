@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from modelmon.monitors.baselines import store_baseline
 from promstack import promstack
 
 from modelmon.config import Config
+from modelmon.monitors.baselines import store_baseline
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from modelmon.alerts.exporter import MonitorResultsCollector
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelmon.alerts.exporter import MonitorResultsCollector
 from modelmon.config import Config
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
@@ -144,6 +144,38 @@ def test_exposition_of_every_metric_passes_promtool(engine, tmp_path: Path) -> N
                 window="1h", baseline="rolling", status="no_baseline") == 500
     # The monitors' own last_prediction_timestamp row is not exposed twice.
     assert sum(1 for name, _ in s if name == "modelmon_last_prediction_timestamp_seconds") == 1
+
+
+def test_label_shift_results_are_exposed_as_stored(engine) -> None:
+    """The shift monitor's label-distribution rows (what ModelmonLabelShift reads), end to end."""
+    from modelmon.monitors.shift import compare
+
+    research = compare("label", {"0": 700, "1": 300}, {"0": 0.9, "1": 0.1}, "research", 100)
+    rolling = compare("label", {"0": 40, "1": 20}, {"0": 0.5, "1": 0.5}, "rolling", 100, 500)
+    rows = [_row("fraud", "shift", r.metric, "1h", r.value, r.sample_count, r.status, **r.labels)
+            for r in research + rolling]
+    _insert(engine, rows)
+    with engine.connect() as conn:
+        stored = {(r.metric, r.slice): r for r in conn.execute(
+            monitor_results.select().where(monitor_results.c.metric.like("label_shift_%"))
+        )}
+    s = _samples(_scrape(MonitorResultsCollector(engine, _cfg(), cache_seconds=0, clock=lambda: NOW)))
+    base = {"model": "fraud", "model_version": "*", "window": "1h"}
+    for stat in ("psi", "js_distance", "chi2_pvalue"):
+        metric = f"label_shift_{stat}"
+        row = stored[(metric, "baseline=research")]
+        assert row.status == "ok" and row.value is not None
+        assert _get(s, f"modelmon_{metric}", **base, baseline="research") == pytest.approx(row.value)
+        assert _get(s, "modelmon_monitor_samples", **base, monitor="shift", metric=metric,
+                    baseline="research", status="ok") == 1000
+        # 60 labels < min_labels: no value, only the count and the reason.
+        assert stored[(metric, "baseline=rolling")].status == "insufficient_data"
+        assert _get(s, f"modelmon_{metric}", **base, baseline="rolling") is None
+        assert _get(s, "modelmon_monitor_samples", **base, monitor="shift", metric=metric,
+                    baseline="rolling", status="insufficient_data") == 60
+    assert _get(s, "modelmon_label_shift_psi", **base, baseline="research") > 0.2  # a real shift
+    text = _scrape(MonitorResultsCollector(engine, _cfg(), cache_seconds=0, clock=lambda: NOW))
+    assert "# HELP modelmon_label_shift_psi Population stability index of the label distribution" in text
 
 
 def test_only_the_latest_run_is_exposed_and_a_removed_model_disappears(engine) -> None:

@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from modelmon.api.routes import register
 from sqlalchemy import Engine, func, select
 
+from modelmon.api.routes import register
 from modelmon.config import Config
 from modelmon.http import HttpServer, Router
 from modelmon.store import tables

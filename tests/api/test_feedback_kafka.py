@@ -14,12 +14,12 @@ import uuid
 import pytest
 from api_helpers import feedback_event, make_config, prediction_event, row_counts, serve
 from kafka.errors import KafkaTimeoutError
-from modelmon.api.producer import feedback_producer
-from modelmon.ingest import IngestService
 from sqlalchemy import select
 
+from modelmon.api.producer import feedback_producer
 from modelmon.client import ModelmonClient
 from modelmon.config import Config
+from modelmon.ingest import IngestService
 from modelmon.store import tables
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import pytest
 from api_helpers import feedback_event, make_config, prediction_event, serve, store_predictions
+
 from modelmon.monitors.base import MetricRow, Window, WindowedRow
 from modelmon.monitors.results import record_run, write_results
-
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from modelmon.cli import main
 from modelmon.dashboards import grafana
 from modelmon.dashboards.generate import DASHBOARDS, JSON_DIR, PROVISIONING_DIR, build_all, render
 from modelmon.dashboards.queries import panel_targets, substitute, variable_queries
-
-from modelmon.cli import main
 
 EXAMPLE_VARS = {"model": "fraud", "model_version": "v1", "window": "5m", "attribute": "sex"}
 

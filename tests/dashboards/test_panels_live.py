@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from promstack import promstack
+
+from modelmon.config import Config
 from modelmon.dashboards.check import check_dashboard
 from modelmon.dashboards.generate import build_all
 from modelmon.demo.config import demo_settings
 from modelmon.demo.simulator import FRAUD, SPECIES, KafkaSender, Simulator, run
 from modelmon.monitors.baselines import store_baseline
-from promstack import promstack
-
-from modelmon.config import Config
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 

@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from modelmon.dashboards.generate import build_all
-from modelmon.dashboards.push import PushError, folder_uid, push
 
 from modelmon.cli import main
+from modelmon.dashboards.generate import build_all
+from modelmon.dashboards.push import PushError, folder_uid, push
 
 TOKEN = "glsa_test_token"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from modelmon.demo.simulator import FRAUD, SPECIES, default_incidents
 
 from modelmon.config import Thresholds
+from modelmon.demo.simulator import FRAUD, SPECIES, default_incidents
 from modelmon.store.tables import monitor_results, predictions
 
 DURATION = 45.0

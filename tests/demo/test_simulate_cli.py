@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 import yaml
-from modelmon.demo.live import ModelView, Snapshot, _threshold_alerts, render, status_line
 from rich.console import Console
 
 from modelmon.cli import main
 from modelmon.config import Config
 from modelmon.contract import ContractError, decode, parse_feedback, parse_prediction
+from modelmon.demo.live import ModelView, Snapshot, _threshold_alerts, render, status_line
 
 
 def _consume(bootstrap: str, topic: str) -> list[bytes]:

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 from fairlearn.metrics import demographic_parity_ratio
+
+from modelmon.contract import ContractError, decode, parse_feedback, parse_prediction
 from modelmon.demo.simulator import (
     FRAUD,
     LATENCY_FACTOR,
@@ -16,8 +18,6 @@ from modelmon.demo.simulator import (
     Simulator,
     iter_ticks,
 )
-
-from modelmon.contract import ContractError, decode, parse_feedback, parse_prediction
 
 PERIOD = 400.0
 

@@ -145,3 +145,44 @@ def expected_next_offsets(positions: list[tuple[int, int]]) -> dict[int, int]:
     for partition, offset in positions:
         out[partition] = max(out.get(partition, 0), offset + 1)
     return out
+
+
+def assert_labels_joined(engine: sa.Engine, expected_labelled: int) -> None:
+    """Every stored feedback labels its own prediction, with that feedback's label and time.
+
+    Checked in SQL (the join, not just counts) and against `label_of` (so a label
+    joined to a neighbour's prediction shows).
+    """
+    with engine.connect() as conn:
+        wrong = conn.execute(sa.text(
+            "SELECT count(*) FROM predictions p JOIN feedback f "
+            "ON f.model = p.model AND f.request_id = p.request_id "
+            "WHERE p.label IS NULL OR p.label <> f.label OR p.label_ts <> f.ts"
+        )).scalar()
+        orphans = conn.execute(sa.text(
+            "SELECT count(*) FROM predictions p WHERE p.label IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM feedback f WHERE f.model = p.model AND f.request_id = p.request_id)"
+        )).scalar()
+        rows = conn.execute(sa.text(
+            "SELECT request_id, label FROM predictions WHERE label IS NOT NULL"
+        )).all()
+    assert wrong == 0, f"{wrong} predictions lack their feedback's label"
+    assert orphans == 0, f"{orphans} predictions carry a label no feedback gave"
+    assert len(rows) == expected_labelled
+    mismatched = [r for r in rows if r.label != label_of(int(r.request_id[1:]))]
+    assert not mismatched, f"labels joined to the wrong prediction: {mismatched[:5]}"
+
+
+def assert_no_duplicate_positions(engine: sa.Engine) -> None:
+    """No two stored rows come from one Kafka message, and no key is stored twice."""
+    with engine.connect() as conn:
+        for table in ("predictions", "feedback"):
+            dup_pos = conn.execute(sa.text(
+                f'SELECT count(*) FROM (SELECT topic, "partition", "offset" FROM {table} '
+                f'GROUP BY topic, "partition", "offset" HAVING count(*) > 1) d'
+            )).scalar()
+            dup_key = conn.execute(sa.text(
+                f"SELECT count(*) FROM (SELECT model, request_id FROM {table} "
+                f"GROUP BY model, request_id HAVING count(*) > 1) d"
+            )).scalar()
+            assert dup_pos == 0 and dup_key == 0, (table, dup_pos, dup_key)

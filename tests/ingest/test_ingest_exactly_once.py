@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 from conftest import (
+    assert_labels_joined,
+    assert_no_duplicate_positions,
     committed_offsets,
     count,
     encode,
@@ -68,6 +70,8 @@ def test_fifty_thousand_predictions_with_feedback_exactly_once(
     want = {f"r{i}": (label_of(i) if i in has_label else None) for i in range(N)}
     assert got == want
     assert all(r.label_ts == r.ts + 30 for r in rows if r.label is not None)
+    assert_labels_joined(store, len(labelled))
+    assert_no_duplicate_positions(store)
 
     # Offsets: committed = last processed + 1 on every partition.
     committed = committed_offsets(kafka_bootstrap, group, preds_topic, 4)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import (
+    assert_labels_joined,
+    assert_no_duplicate_positions,
     committed_offsets,
     count,
     encode,
@@ -69,7 +71,7 @@ def test_sigkill_at_random_moments_five_times(
         while kills < 5:
             before = stored()
             # Kill while it is ingesting: after it stored something new, at a random moment.
-            wait_for(lambda b=before: stored() > b or proc.poll() is not None, 90, "progress")
+            wait_for(lambda b=before, p=proc: stored() > b or p.poll() is not None, 90, "progress")
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(rng.uniform(0.0, 0.8))
             proc.send_signal(signal.SIGKILL)
@@ -87,7 +89,8 @@ def test_sigkill_at_random_moments_five_times(
             proc.wait(10)
     assert count(engine, "predictions") == n_pred
     assert count(engine, "feedback") == len(labelled)
-    assert count(engine, "predictions", "WHERE label IS NOT NULL") == len(labelled)
+    assert_labels_joined(engine, len(labelled))
+    assert_no_duplicate_positions(engine)
     assert count(engine, "dead_letters") == 0 and count(engine, "ingest_conflicts") == 0
     engine.dispose()
 
@@ -105,14 +108,15 @@ def test_postgresql_stopped_for_twenty_seconds(
     prod = producer(kafka_bootstrap)
     first, second = range(0, 10_000), range(10_000, 20_000)
     with running(cfg, engine, metrics) as service:
-        send_all(prod, preds_topic, [encode(prediction(i)) for i in first])
+        pred_positions = send_all(prod, preds_topic, [encode(prediction(i)) for i in first])
         wait_for(lambda: service.stored > 0, 60, "ingest started")
         pg_server.stop()  # type: ignore[attr-defined]
         try:
             outage_started = time.monotonic()
             # Keep producing into the outage: predictions and their feedback.
-            send_all(prod, preds_topic, [encode(prediction(i)) for i in second])
-            send_all(prod, fb_topic, [encode(feedback(i)) for i in range(0, 20_000, 4)])
+            pred_positions += send_all(prod, preds_topic, [encode(prediction(i)) for i in second])
+            fb_positions = send_all(prod, fb_topic,
+                                    [encode(feedback(i)) for i in range(0, 20_000, 4)])
             time.sleep(max(0.0, 20.0 - (time.monotonic() - outage_started)))
             assert service.writer.failing_since is not None, "the outage went unnoticed"
             stored_during_outage = service.stored
@@ -123,9 +127,15 @@ def test_postgresql_stopped_for_twenty_seconds(
     assert stored_during_outage < 25_000
     assert count(engine, "predictions") == 20_000
     assert count(engine, "feedback") == 5_000
-    assert count(engine, "predictions", "WHERE label IS NOT NULL") == 5_000
+    assert_labels_joined(engine, 5_000)
+    assert_no_duplicate_positions(engine)
     assert count(engine, "dead_letters") == 0 and count(engine, "ingest_conflicts") == 0
     assert metrics.db_errors._value.get() >= 1
+    # Offsets held back during the outage were committed once the store was back.
+    for topic, parts, positions in ((preds_topic, 2, pred_positions), (fb_topic, 1, fb_positions)):
+        committed = committed_offsets(kafka_bootstrap, f"g-{preds_topic}", topic, parts)
+        produced = expected_next_offsets(positions)
+        assert {p: committed[p] for p in produced} == produced
     engine.dispose()
 
 
@@ -191,6 +201,8 @@ def test_a_thousand_malformed_messages_among_good_ones(
             assert letter.detail and letter.source == "kafka"
     assert count(store, "predictions") == n_good
     assert count(store, "feedback") == n_good // 2
+    assert_labels_joined(store, n_good // 2)
+    assert_no_duplicate_positions(store)
     for reason in set(expected.values()):
         assert metrics.dead_letters.labels(reason)._value.get() == list(expected.values()).count(reason)
 

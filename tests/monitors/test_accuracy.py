@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from modelmon.monitors import accuracy
 from quality_events import HOUR, NOW, in_window, make_events, model_settings, rows_by_key, store
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from modelmon.monitors import accuracy
 
 CLASSES = ["cat", "dog", "bird", "fish"]
 

@@ -7,6 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import norm
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
 from modelmon.monitors.stats_classification import (
     Z95,
     CalibrationBin,
@@ -16,8 +19,6 @@ from modelmon.monitors.stats_classification import (
     summarize_confusion,
     wilson_interval,
 )
-from scipy.stats import norm
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 
 def test_z95_is_the_normal_quantile():
@@ -141,3 +142,13 @@ def test_ece_matches_numpy(bins):
     assert n == 5000
     assert ece == pytest.approx(_ece_reference(conf, correct, bins), abs=1e-12)
     assert expected_calibration_error([]) == (None, 0)
+
+
+@pytest.mark.parametrize(("k", "n"), [(81, 263), (15, 148), (0, 20), (1, 29), (999, 1000), (5, 5)])
+def test_wilson_matches_scipy_binomtest(k, n):
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(ci.low, abs=1e-12)
+    assert hi == pytest.approx(ci.high, abs=1e-12)

@@ -6,10 +6,10 @@ import json
 from collections import Counter
 
 import pytest
-from modelmon.monitors.baselines import latest_baseline
-from modelmon.monitors.commands import BaselineInputError, parse_baseline
 
 from modelmon.cli import main
+from modelmon.monitors.baselines import latest_baseline
+from modelmon.monitors.commands import BaselineInputError, parse_baseline
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 

@@ -18,10 +18,11 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
-from modelmon.monitors import fairness
 from quality_events import HOUR, NOW, in_window, make_events, model_settings, rows_by_key, store
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score
+
+from modelmon.monitors import fairness
 
 REGIONS = [f"r{i:02d}" for i in range(25)]
 SLICES = {

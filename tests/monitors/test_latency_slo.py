@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modelmon.monitors import latency, stats_latency
-from modelmon.monitors.queries import P, window_quantiles
-from modelmon.monitors.windows import BURN_RATE_WINDOWS, trailing
 from synth_events import NOW, events, in_range, migrated_engine, store
 
 from modelmon.config import Config
+from modelmon.monitors import latency, stats_latency
+from modelmon.monitors.queries import P, window_quantiles
+from modelmon.monitors.windows import BURN_RATE_WINDOWS, trailing
 
 DAY = 86400.0
 

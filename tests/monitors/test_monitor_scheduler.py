@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from synth_events import NOW, events, migrated_engine, store
+
+from modelmon.config import Config
 from modelmon.monitors import latency, shift
 from modelmon.monitors.base import MetricRow, Window, WindowedRow
 from modelmon.monitors.results import latest_results, runs
 from modelmon.monitors.scheduler import MonitorScheduler, lock_key
-from synth_events import NOW, events, migrated_engine, store
-
-from modelmon.config import Config
 from modelmon.store.tables import monitor_results
 
 CFG = Config.model_validate({"models": {"m": {"windows": ["1h"], "min_samples": 20}}})
@@ -158,3 +158,59 @@ def test_two_schedulers_on_one_postgres_run_each_job_once(pg_url, monkeypatch):
         assert conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lock_key("latency:m")))).scalar()
         assert a.run_job("latency", "m", NOW + 120) == "skipped"
     assert a.run_job("latency", "m", NOW + 120) == "ok"
+
+
+def test_one_tick_shares_its_scans_and_matches_unshared(engine):
+    """The families of one (model, tick) share scans; the numbers do not change."""
+    cfg = Config.model_validate({"models": {"m": {"windows": ["5m", "1h"], "min_samples": 20, "min_labels": 20,
+                                                  "positive_class": "a", "slices": ["region", "device"]}}})
+    sched = MonitorScheduler(cfg, engine)
+    families = sched.available_families()
+    selects: list[str] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if "FROM predictions" in statement:
+            selects.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        assert all(sched.run_job(f, "m", NOW) == "ok" for f in families)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    # shared groups + delays + fairness + SLO buckets + last ts (+ latency quantiles on PostgreSQL)
+    assert len(selects) <= 6, selects
+    with engine.connect() as conn:
+        shared_rows = latest_results(conn, "m")
+        resolved = cfg.model("m")
+        unshared = {f: sched._module(f).collect(conn, resolved, NOW) for f in families}  # no cache installed
+    by_key = {(r["monitor"], r["metric"], r["window"], r["slice"]): r["value"] for r in shared_rows}
+    for fam, rows in unshared.items():
+        for wr in rows:
+            assert by_key[(fam, wr.row.metric, wr.window.name, wr.row.slice_key)] == wr.row.value
+
+
+def test_aggregate_cache_computes_each_key_once():
+    from modelmon.monitors.aggregates import AggregateCache
+
+    cache, calls = AggregateCache(size=2), []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.05)
+        return len(calls)
+
+    threads = [threading.Thread(target=cache.get, args=("k", compute)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get("k", compute) == 1 and len(calls) == 1
+    cache.get("a", compute)
+    cache.get("b", compute)  # evicts "k", the oldest
+    assert cache.get("k", compute) == 4
+    cache = AggregateCache()
+    cache.get(("groups", "m", 1.0), compute)
+    cache.get(("stream", "m", 1.0), compute)
+    cache.get(("groups", "other", 1.0), compute)
+    cache.get(("groups", "m", 2.0), compute)  # a new tick of m drops m's older tick
+    assert set(cache._values) == {("groups", "other", 1.0), ("groups", "m", 2.0)}

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from modelmon.monitors import proxies
 from quality_events import HOUR, NOW, in_window, make_events, model_settings, rows_by_key, store
+
+from modelmon.monitors import proxies
 
 
 def _row(rows, metric):

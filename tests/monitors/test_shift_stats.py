@@ -8,13 +8,13 @@ from functools import cache
 
 import numpy as np
 import pytest
-from modelmon.monitors import shift
-from modelmon.monitors.baselines import store_baseline
-from modelmon.monitors.stats_shift import shift_stats
 from scipy.stats import chisquare
 from synth_events import NOW, events, in_range, migrated_engine, store
 
 from modelmon.config import Config
+from modelmon.monitors import shift
+from modelmon.monitors.baselines import store_baseline
+from modelmon.monitors.stats_shift import shift_stats
 
 SQRT_LN2 = math.sqrt(math.log(2))
 
@@ -166,6 +166,7 @@ def test_shift_family_on_the_store(db_url):
         label_share=0.5,
         label_weights=[2, 1, 1, 1, 0],
         prefix="new",
+        error_share=0.1,
     )
     rows += events(rng, 400, ["x"], start=NOW - 3600, end=NOW, model="other", prefix="o")
     store(engine, rows)
@@ -180,8 +181,10 @@ def test_shift_family_on_the_store(db_url):
     with engine.connect() as conn:
         out = _rows(shift.collect(conn, model, NOW))
 
-    cur = in_range(rows, NOW - 3600, NOW)
-    prev = in_range(rows, NOW - 7200, NOW - 3600)
+    # Failed requests are not predictions: the shift family leaves them out.
+    cur = [r for r in in_range(rows, NOW - 3600, NOW) if r["status"] == "ok"]
+    prev = [r for r in in_range(rows, NOW - 7200, NOW - 3600) if r["status"] == "ok"]
+    assert len(cur) < len(in_range(rows, NOW - 3600, NOW))
     cur_pred = [r["prediction"] for r in cur]
     cur_lab = [r["label"] for r in cur if r["label"] is not None]
     prev_pred = [r["prediction"] for r in prev]
@@ -224,7 +227,7 @@ def test_shift_family_on_the_store(db_url):
     )
 
     # The 5m window's rows are gated on their own count.
-    n5 = len(in_range(rows, NOW - 300, NOW))
+    n5 = sum(r["status"] == "ok" for r in in_range(rows, NOW - 300, NOW))
     psi5 = out[("5m", "class_shift_psi", (research,))]
     assert psi5.sample_count == n5
     assert (psi5.status == "ok") == (n5 >= 50)
