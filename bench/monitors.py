@@ -1,7 +1,7 @@
 """Benchmark: all monitor families over a 1M-prediction window vs evidently's drift report.
 
     python -m bench monitors [--rows 1000000] [--rows-total 10000000] [--repeat 1]
-                             [--backends sqlite,postgresql] [--pg-url URL]
+                             [--backends sqlite,postgresql] [--pg-url URL] [--pg-db URL]
 
 Builds a store with `--rows` predictions in the last day (10 classes, labels
 for half, 2 slice attributes, latencies, 1% errors) plus `--rows-total - --rows`
@@ -14,7 +14,9 @@ does, sharing its aggregate cache) and reports its wall time and peak RSS
 the parent's pages at the exec), then evidently's ValueDrift (psi +
 jensenshannon) is timed on the same window's predictions against the same
 validation sample, and the PSI/JS numbers are checked to agree.
-PostgreSQL: --pg-url, else a throwaway server from tests/servers.py.
+PostgreSQL: --pg-url, else a throwaway server from tests/servers.py. A database
+made in a --pg-url server is kept (its URL is printed): --pg-db URL reruns the
+monitors on it without loading again (pass the same --rows/--rows-total).
 """
 
 from __future__ import annotations
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows-total", type=int, default=None, help="predictions in the table (default --rows)")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--pg-url", default=None, help="a PostgreSQL server URL (a database is created in it)")
+    ap.add_argument("--pg-db", default=None,
+                    help="a database loaded by an earlier --pg-url run (URL printed then): no create, no load")
     ap.add_argument("--no-evidently", action="store_true")
     ap.add_argument("--repeat", type=int, default=1,
                     help="monitors passes (each a fresh process); the table shows the fastest, the first is printed too")
@@ -273,11 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         for backend in args.backends.split(","):
             if backend == "sqlite":
                 url = f"sqlite:///{tmp}/bench.db"
+            elif args.pg_db:
+                url = args.pg_db
             else:
                 url, server = pg_database(args.pg_url, server)
-            print(f"[{backend}] loading {total:,} rows ({args.rows:,} in the window) ...", file=sys.stderr)
-            load_s = run_child("load", url, args.rows, total)[0]["load"]
-            print(f"[{backend}] loaded in {load_s:.1f}s; running the monitors ...", file=sys.stderr)
+            if backend != "sqlite" and args.pg_db:
+                print(f"[{backend}] reusing {url} (not loaded again); running the monitors ...", file=sys.stderr)
+            else:
+                if backend != "sqlite" and args.pg_url:
+                    print(f"[{backend}] database (kept; rerun with --pg-db): {url}", file=sys.stderr)
+                print(f"[{backend}] loading {total:,} rows ({args.rows:,} in the window) ...", file=sys.stderr)
+                load_s = run_child("load", url, args.rows, total)[0]["load"]
+                print(f"[{backend}] loaded in {load_s:.1f}s; running the monitors ...", file=sys.stderr)
             passes = [run_child("monitors", url) for _ in range(max(1, args.repeat))]
             mon, mon_rss = min(passes, key=lambda p: p[0]["total"])
             if len(passes) > 1:

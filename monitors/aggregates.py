@@ -28,7 +28,12 @@ import sqlalchemy as sa
 
 from modelmon.config import ResolvedModel
 from modelmon.monitors.base import Window
-from modelmon.monitors.queries import quantiles_per_window, stream_columns, window_quantiles
+from modelmon.monitors.queries import (
+    quantiles_per_window,
+    stream_columns,
+    window_quantiles,
+    window_scan_settings,
+)
 from modelmon.monitors.windows import pass_windows
 from modelmon.store.tables import predictions as P
 
@@ -107,7 +112,9 @@ def window_groups(
         .group_by(key, P.c.prediction, P.c.label)
     )
     per_seg: dict[int, list[tuple[Any, ...]]] = {}
-    for k, p, lab, *vals in conn.execute(stmt):
+    with window_scan_settings(conn):  # PostgreSQL: index range + in-memory hash aggregate
+        rows = conn.execute(stmt).all()
+    for k, p, lab, *vals in rows:
         rest, bn = divmod(int(k), nb)
         per_seg.setdefault(rest // 2, []).append((p, lab, rest % 2, bn - 1 if bn else None, *vals))
     out = []

@@ -13,7 +13,8 @@ segment-grouped scan of `aggregates.window_groups`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,46 @@ from modelmon.store.tables import predictions
 
 P = predictions
 _CHUNK = 65_536
+
+
+# -- planner settings for the window scans (PostgreSQL) ------------------------------
+
+#: Set (transaction-local) around each window scan on PostgreSQL. The planner
+#: cannot estimate the group count of the packed segment keys (they contain
+#: `ts`, so it assumes one group per row): at the default 4MB work_mem it then
+#: prefers a parallel sequential scan of the whole table feeding sorts that
+#: spill to disk, and the plan's cost crosses the JIT inlining/optimisation
+#: thresholds (compiling cost up to 4 s of a 6 s statement). With these, a
+#: window is a bitmap scan of the (model, ts) index range into an in-memory
+#: HashAggregate (~25MB for a 1.3M-row span). 64MB bounds each sort or hash
+#: node of the statement (a hash may use hash_mem_multiplier times it, 2x by default).
+WINDOW_SCAN_SETTINGS: dict[str, str] = {
+    "work_mem": "64MB",
+    "jit": "off",
+    "max_parallel_workers_per_gather": "0",
+}
+
+
+@contextmanager
+def window_scan_settings(conn: sa.Connection) -> Iterator[None]:
+    """Apply WINDOW_SCAN_SETTINGS (SET LOCAL) for the statements in the block,
+    then put the previous values back; nothing on other databases.
+
+    On an exception the settings are not restored: the statement's error has
+    aborted the transaction, which discards them.
+    """
+    if conn.dialect.name != "postgresql" or not WINDOW_SCAN_SETTINGS:
+        yield
+        return
+    names = list(WINDOW_SCAN_SETTINGS)
+
+    def apply(values: Sequence[str]) -> None:
+        conn.execute(sa.select(*(sa.func.set_config(n, v, True) for n, v in zip(names, values, strict=True))))
+
+    old = conn.execute(sa.select(*(sa.func.current_setting(n) for n in names))).one()
+    apply([WINDOW_SCAN_SETTINGS[n] for n in names])
+    yield
+    apply(list(old))
 
 
 def in_window(w: Window, ts: sa.ColumnElement = P.c.ts) -> sa.ColumnElement[bool]:
@@ -169,7 +210,8 @@ def window_quantiles(
             cols.append(sa.func.count(value).filter(cond))
             cols.append(sa.func.percentile_cont(arr).within_group(value).filter(cond))
         span = sa.and_(ts >= min(w.start for w in windows), ts < max(w.end for w in windows))
-        row = conn.execute(sa.select(*cols).where(present, span)).one()
+        with window_scan_settings(conn):
+            row = conn.execute(sa.select(*cols).where(present, span)).one()
         out = []
         for i in range(len(windows)):
             n = int(row[2 * i] or 0)

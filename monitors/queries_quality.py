@@ -34,6 +34,7 @@ from modelmon.monitors.aggregates import (
     window_segments,
 )
 from modelmon.monitors.base import Window
+from modelmon.monitors.queries import window_scan_settings
 from modelmon.monitors.stats_classification import CalibrationBin
 from modelmon.store.tables import predictions as P
 
@@ -276,7 +277,9 @@ def slice_counts(
         (wi, a): ([], None, SliceCounts()) for wi in range(len(windows)) for a in attrs
     }
     width = 8
-    for row in conn.execute(select(u).order_by(u.c.w, u.c.a, u.c.rk)):
+    with window_scan_settings(conn):  # PostgreSQL: index range + in-memory hash aggregate
+        rows = conn.execute(select(u).order_by(u.c.w, u.c.a, u.c.rk)).all()
+    for row in rows:
         top, missing, _ = out[(int(row.w), attrs[int(row.a)])]
         counts = SliceCounts(*(int(x) for x in row[4 : 4 + width]))
         total = SliceCounts(*(int(x) for x in row[4 + width :]))

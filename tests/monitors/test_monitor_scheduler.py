@@ -214,3 +214,40 @@ def test_aggregate_cache_computes_each_key_once():
     cache.get(("groups", "other", 1.0), compute)
     cache.get(("groups", "m", 2.0), compute)  # a new tick of m drops m's older tick
     assert set(cache._values) == {("groups", "other", 1.0), ("groups", "m", 2.0)}
+
+
+def test_window_scans_run_with_bounded_planner_settings_on_postgres(engine):
+    """PostgreSQL: the window scans run with WINDOW_SCAN_SETTINGS (SET LOCAL), the
+    other statements of the same transaction with the previous values; SQLite: untouched."""
+    from modelmon.monitors.queries import WINDOW_SCAN_SETTINGS
+
+    cfg = Config.model_validate({"models": {"m": {"windows": ["5m", "1h"], "min_samples": 20, "min_labels": 20,
+                                                  "positive_class": "a", "slices": ["region", "device"]}}})
+    sched = MonitorScheduler(cfg, engine)
+    names = list(WINDOW_SCAN_SETTINGS)
+    seen: list[tuple[str, dict[str, str] | None]] = []
+    postgres = engine.dialect.name == "postgresql"
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if "set_config" in statement:
+            seen.append(("set_config", None))
+        elif "FROM predictions" in statement:
+            now = None
+            if postgres:
+                cur = cursor.connection.cursor()
+                now = {n: cur.execute(f"SELECT current_setting('{n}')").fetchone()[0] for n in names}
+            seen.append((statement, now))
+
+    sa.event.listen(engine, "before_cursor_execute", grab)
+    try:
+        assert all(sched.run_job(f, "m", NOW) == "ok" for f in sched.available_families())
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", grab)
+    if not postgres:
+        assert all(st != "set_config" for st, _ in seen)
+        return
+    window_scans = [s for st, s in seen if "percentile_cont" in st or " AS k" in st]
+    others = [s for st, s in seen if st != "set_config" and ("AS bucket" in st or "max(predictions.ts)" in st)]
+    assert len(window_scans) >= 3 and len(others) >= 2
+    assert all(s == WINDOW_SCAN_SETTINGS for s in window_scans), window_scans
+    assert all(s is not None and s["work_mem"] != WINDOW_SCAN_SETTINGS["work_mem"] for s in others), others
