@@ -163,7 +163,7 @@ class BatchWriter:
         for preds, fbs in singles:
             try:
                 with self.engine.begin() as conn:
-                    _merge(total, write_batch(conn, preds, fbs, []))
+                    total.merge(write_batch(conn, preds, fbs, []))
             except TRANSIENT:
                 raise
             except Exception as exc:
@@ -175,23 +175,8 @@ class BatchWriter:
                 )
         job.parsed.dead_letters.extend(rejected)
         with self.engine.begin() as conn:
-            _merge(total, write_batch(conn, [], [], job.parsed.dead_letters))
+            total.merge(write_batch(conn, [], [], job.parsed.dead_letters))
         return total
-
-
-def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
-    total.predictions_stored += part.predictions_stored
-    total.feedback_stored += part.feedback_stored
-    total.duplicates += part.duplicates
-    total.conflicts += part.conflicts
-    total.dead_letters_stored += part.dead_letters_stored
-    total.labels_joined += part.labels_joined
-    for kind, n in part.duplicates_by_kind.items():
-        total.duplicates_by_kind[kind] = total.duplicates_by_kind.get(kind, 0) + n
-    for kind, n in part.conflicts_by_kind.items():
-        total.conflicts_by_kind[kind] = total.conflicts_by_kind.get(kind, 0) + n
-    total.stored_predictions.extend(part.stored_predictions)
-    total.stored_feedback.extend(part.stored_feedback)
 
 
 def _short(exc: BaseException) -> str:

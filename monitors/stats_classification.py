@@ -108,26 +108,6 @@ def summarize_confusion(
     return ConfusionSummary(labelled, correct, classes)
 
 
-def linear_quantile_ranks(n: int, q: float) -> tuple[int, int, float]:
-    """0-based ranks (lo, hi) and weight for numpy's default 'linear' quantile.
-
-    value = x[lo] + (x[hi] - x[lo]) * weight, with h = (n - 1) * q, lo = floor(h).
-    """
-    h = (n - 1) * q
-    lo = math.floor(h)
-    hi = min(lo + 1, n - 1)
-    return lo, hi, h - lo
-
-
-def linear_quantile(order_stats: Mapping[int, float], n: int, q: float) -> float | None:
-    """Quantile from the order statistics {rank: value} that `linear_quantile_ranks` named."""
-    if n <= 0:
-        return None
-    lo, hi, w = linear_quantile_ranks(n, q)
-    a, b = order_stats[lo], order_stats[hi]
-    return a + (b - a) * w if w else a
-
-
 @dataclass(frozen=True, slots=True)
 class CalibrationBin:
     index: int  # 0 .. bins-1; bin i holds confidence in [i/B, (i+1)/B), the last one [.., 1]

@@ -54,19 +54,48 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    predictions_stored: int = 0
-    feedback_stored: int = 0
-    duplicates: int = 0  # identical redelivery, nothing written
-    conflicts: int = 0  # same key, different content; recorded in ingest_conflicts
-    dead_letters_stored: int = 0
     labels_joined: int = 0
-    # Per kind ("prediction" / "feedback") for metrics; sums equal the totals above.
+    # Per kind ("prediction" / "feedback"): identical redeliveries (nothing written)
+    # and conflicts (same key, other content; recorded in ingest_conflicts).
     duplicates_by_kind: dict[str, int] = field(default_factory=dict)
     conflicts_by_kind: dict[str, int] = field(default_factory=dict)
     # The events actually stored (not duplicates), for per-model metrics.
     stored_predictions: list[Prediction] = field(default_factory=list)
     stored_feedback: list[Feedback] = field(default_factory=list)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # stored, by reason
+
+    @property
+    def predictions_stored(self) -> int:
+        return len(self.stored_predictions)
+
+    @property
+    def feedback_stored(self) -> int:
+        return len(self.stored_feedback)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.duplicates_by_kind.values())
+
+    @property
+    def conflicts(self) -> int:
+        return sum(self.conflicts_by_kind.values())
+
+    @property
+    def dead_letters_stored(self) -> int:
+        return sum(self.dead_letter_reasons.values())
+
+    def merge(self, part: BatchOutcome) -> None:
+        """Add another outcome's counts (the writer's event-by-event fallback)."""
+        self.labels_joined += part.labels_joined
+        for mine, theirs in (
+            (self.duplicates_by_kind, part.duplicates_by_kind),
+            (self.conflicts_by_kind, part.conflicts_by_kind),
+            (self.dead_letter_reasons, part.dead_letter_reasons),
+        ):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        self.stored_predictions.extend(part.stored_predictions)
+        self.stored_feedback.extend(part.stored_feedback)
 
 
 def _insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -310,6 +339,25 @@ _PREDICTION_COLUMNS = (
 )
 
 
+def _settle(
+    conn: sa.Connection,
+    kind: str,
+    table: sa.Table,
+    first: dict[tuple[str, str], tuple[Any, Position | None]],
+    repeats: list[tuple[Any, Position | None]],
+    inserted: set[tuple[str, str]],
+    now: float,
+    out: BatchOutcome,
+) -> list[Any]:
+    """After the insert: count the events not inserted as duplicates or conflicts; the stored ones."""
+    losers = [item for key, item in first.items() if key not in inserted] + repeats
+    known = {key: ev.digest for key, (ev, _) in first.items() if key in inserted}
+    dup, conf = _classify_losers(conn, kind, table, losers, known, now)
+    out.duplicates_by_kind[kind] = dup
+    out.conflicts_by_kind[kind] = conf
+    return [ev for key, (ev, _) in first.items() if key in inserted]
+
+
 def _write_feedback(
     conn: sa.Connection,
     items: Sequence[tuple[Feedback, Position | None]],
@@ -326,17 +374,8 @@ def _write_feedback(
              fb.digest, now)
         )
     inserted = _insert_returning_keys(conn, feedback_t, _FEEDBACK_COLUMNS, rows) if rows else set()
-    stored = [fb for key, (fb, _) in first.items() if key in inserted]
-    losers = [item for key, item in first.items() if key not in inserted] + repeats
-    known = {key: fb.digest for key, (fb, _) in first.items() if key in inserted}
-    dup, conf = _classify_losers(conn, "feedback", feedback_t, losers, known, now)
-    out.feedback_stored = len(stored)
-    out.duplicates += dup
-    out.conflicts += conf
-    out.duplicates_by_kind["feedback"] = dup
-    out.conflicts_by_kind["feedback"] = conf
-    out.stored_feedback = stored
-    return stored
+    out.stored_feedback = _settle(conn, "feedback", feedback_t, first, repeats, inserted, now, out)
+    return out.stored_feedback
 
 
 def _prediction_row(
@@ -366,16 +405,9 @@ def _write_predictions(
         rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in first.items()]
         inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows)
         out.labels_joined += sum(1 for key in inserted if key in labels)
-    stored = [p for key, (p, _) in first.items() if key in inserted]
-    losers = [item for key, item in first.items() if key not in inserted] + repeats
-    known = {key: p.digest for key, (p, _) in first.items() if key in inserted}
-    dup, conf = _classify_losers(conn, "prediction", predictions_t, losers, known, now)
-    out.predictions_stored = len(stored)
-    out.duplicates += dup
-    out.conflicts += conf
-    out.duplicates_by_kind["prediction"] = dup
-    out.conflicts_by_kind["prediction"] = conf
-    out.stored_predictions = stored
+    out.stored_predictions = _settle(
+        conn, "prediction", predictions_t, first, repeats, inserted, now, out
+    )
     return inserted
 
 
@@ -434,7 +466,6 @@ def write_batch(
     new_predictions = _write_predictions(conn, predictions, now, out)
     out.labels_joined += _label_existing(conn, new_feedback, new_predictions)
     out.dead_letter_reasons = _write_dead_letters(conn, dead_letters, now)
-    out.dead_letters_stored = sum(out.dead_letter_reasons.values())
     return out
 
 

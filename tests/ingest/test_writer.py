@@ -84,6 +84,8 @@ def test_an_event_the_store_rejects_is_dead_lettered_and_the_rest_stored(
     job = run(make_writer(engine), Job(batch_of(["a", "poison", "b"]), generation=0))
     assert job.outcome is not None
     assert job.outcome.predictions_stored == 2 and job.outcome.dead_letters_stored == 1
+    # The reasons reach the dead-letter metrics too (the fallback merges them).
+    assert job.outcome.dead_letter_reasons == {"store_rejected": 1}
     with engine.connect() as conn:
         (letter,) = conn.execute(sa.text("SELECT reason, \"offset\", payload_bytes FROM dead_letters")).all()
         ids = {r[0] for r in conn.execute(sa.text("SELECT request_id FROM predictions"))}

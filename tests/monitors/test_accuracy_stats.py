@@ -14,8 +14,6 @@ from modelmon.monitors.stats_classification import (
     Z95,
     CalibrationBin,
     expected_calibration_error,
-    linear_quantile,
-    linear_quantile_ranks,
     summarize_confusion,
     wilson_interval,
 )
@@ -101,17 +99,6 @@ def test_confusion_summary_matches_sklearn_with_string_labels():
     assert ant.recall is None and ant.f1 == 0.0
     never = next(c for c in summary.classes if c.cls == "never")
     assert never.precision is None and never.recall is None and never.f1 is None
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 1000])
-def test_linear_quantile_matches_numpy(n):
-    rng = np.random.default_rng(n)
-    x = rng.exponential(100.0, size=n)
-    xs = np.sort(x)
-    for q in (0.0, 0.05, 0.5, 0.9, 0.95, 0.99, 1.0):
-        lo, hi, _ = linear_quantile_ranks(n, q)
-        stats = {lo: float(xs[lo]), hi: float(xs[hi])}
-        assert linear_quantile(stats, n, q) == pytest.approx(np.quantile(x, q), rel=1e-12)
 
 
 def _ece_reference(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
