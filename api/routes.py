@@ -138,7 +138,9 @@ def _result(row: dict[str, Any]) -> dict[str, Any]:
 
 def make_sink(cfg: Config, engine: Engine, producer: object | None) -> FeedbackSink:
     if producer is None:
-        return StoreSink(engine)
+        from modelmon.store.rollups import Specs
+
+        return StoreSink(engine, Specs(cfg))
     return KafkaSink(producer, cfg.kafka.feedback_topic)
 
 

@@ -61,15 +61,17 @@ class KafkaSink:
 
 
 class StoreSink:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, specs: Any = None) -> None:
         self.engine = engine
+        self.specs = specs  # modelmon.store.rollups.Specs of the configuration
 
     def write(self, items: list[Item]) -> dict[str, Any]:
         from modelmon.store.writes import write_batch
 
         try:
             with self.engine.begin() as conn:
-                outcome = write_batch(conn, [], [(i.event, None) for i in items], [], source="http")
+                outcome = write_batch(conn, [], [(i.event, None) for i in items], [], source="http",
+                                      specs=self.specs)
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, DBAPIError) and not (
                 isinstance(exc, OperationalError) or exc.connection_invalidated

@@ -33,6 +33,7 @@ from modelmon.config import Config
 from modelmon.ingest.batch import Batch
 from modelmon.ingest.metrics import IngestMetrics
 from modelmon.ingest.writer import BatchWriter, Job
+from modelmon.store.rollups import Specs
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class IngestService:
             ing.max_message_bytes, ing.dead_letter_payload_bytes,
             ing.db_retry_initial, ing.db_retry_max,
             on_db_error=metrics.db_errors.inc if metrics else None,
+            specs=Specs(cfg),
         )
         self.consumer: KafkaConsumer | None = None
         self.open = Batch()

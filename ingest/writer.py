@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from modelmon.ingest.batch import Batch, Parsed, dead_letter, parse_records
+from modelmon.store.rollups import Specs
 from modelmon.store.writes import BatchOutcome, DeadLetter, write_batch
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class BatchWriter:
         retry_initial: float,
         retry_max: float,
         on_db_error: Any = None,
+        specs: Specs | None = None,
     ) -> None:
         self.engine = engine
+        self.specs = specs  # rollup specs of the configuration (None: built-in defaults)
         self.predictions_topic = predictions_topic
         self.feedback_topic = feedback_topic
         self.max_message_bytes = max_message_bytes
@@ -150,7 +153,9 @@ class BatchWriter:
 
     def _write(self, parsed: Parsed) -> BatchOutcome:
         with self.engine.begin() as conn:
-            return write_batch(conn, parsed.predictions, parsed.feedback, parsed.dead_letters)
+            return write_batch(
+                conn, parsed.predictions, parsed.feedback, parsed.dead_letters, specs=self.specs
+            )
 
     def _write_isolated(self, job: Job) -> BatchOutcome:
         """Write event by event; those the store rejects become dead letters."""
@@ -163,7 +168,7 @@ class BatchWriter:
         for preds, fbs in singles:
             try:
                 with self.engine.begin() as conn:
-                    total.merge(write_batch(conn, preds, fbs, []))
+                    total.merge(write_batch(conn, preds, fbs, [], specs=self.specs))
             except TRANSIENT:
                 raise
             except Exception as exc:

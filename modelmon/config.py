@@ -159,6 +159,7 @@ class ModelSettings(_Section):
     confidence_threshold: float | None = Field(None, gt=0, lt=1)
     calibration_bins: int | None = Field(None, ge=2, le=100)
     rolling_baseline: Literal["previous_window", "day_before"] | None = None
+    version_top_k: int | None = Field(None, ge=0, le=50)
     baseline_accuracy: float | None = Field(None, gt=0, le=1)
     slos: list[SLOConfig] | None = None
     thresholds: Thresholds | None = None
@@ -193,6 +194,7 @@ DEFAULT_MODEL_SETTINGS = ModelSettings(
     confidence_threshold=0.5,
     calibration_bins=10,
     rolling_baseline="previous_window",
+    version_top_k=5,
     baseline_accuracy=None,
     slos=[],
     thresholds=Thresholds(),
@@ -219,9 +221,13 @@ class ResolvedModel(BaseModel):
     confidence_threshold: float
     calibration_bins: int
     rolling_baseline: Literal["previous_window", "day_before"]
+    version_top_k: int
     baseline_accuracy: float | None
     slos: list[SLOConfig]
     thresholds: Thresholds
+    # From `rollups`: windows end on a fine-bucket boundary.
+    bucket_seconds: float = 60.0
+    coarse_seconds: float = 3600.0
 
     @property
     def window_names(self) -> list[str]:
@@ -234,6 +240,48 @@ class MonitorsConfig(_Section):
     # the defaults when this is true.
     discover_models: bool = True
     advisory_locks: bool = True
+    # The latest results are replaced every tick; the history table gets one
+    # pass per job at most this often.
+    history_interval: Duration = 600.0
+
+
+class RollupsConfig(_Section):
+    """Pre-aggregated buckets the monitors read (see modelmon.store.rollups).
+
+    Windows are cut at `fine` boundaries, so every window length must be a
+    multiple of it; `coarse` buckets cover the whole coarse spans inside long
+    windows (a 28-day SLO period is 672 hourly buckets plus a few minutes).
+    """
+
+    fine: Duration = 60.0
+    coarse: Duration = 3600.0
+    # Distinct values kept per (model, slice attribute); later ones pool as __other__.
+    slice_values_max: int = Field(1000, ge=1, le=100_000)
+    # Latency and label-delay quantiles: DDSketch relative accuracy.
+    sketch_relative_accuracy: float = Field(0.01, gt=0, le=0.05)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> RollupsConfig:
+        if self.fine != int(self.fine):
+            raise ValueError("rollups.fine must be a whole number of seconds")
+        if self.coarse % self.fine:
+            raise ValueError("rollups.coarse must be a multiple of rollups.fine")
+        return self
+
+
+class RetentionConfig(_Section):
+    """How long each table keeps its rows; a scheduled job deletes in bounded steps."""
+
+    enabled: bool = True
+    interval: Duration = 600.0
+    batch_rows: int = Field(50_000, ge=100)  # per table and run: bounded cost
+    predictions: Duration = 30 * 86400.0
+    feedback: Duration = 30 * 86400.0
+    dead_letters: Duration = 14 * 86400.0
+    conflicts: Duration = 30 * 86400.0
+    fine_buckets: Duration = 35 * 86400.0
+    coarse_buckets: Duration = 400 * 86400.0
+    results: Duration = 30 * 86400.0
 
 
 class Config(_Section):
@@ -242,6 +290,8 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     server: ServerConfig = ServerConfig()
     monitors: MonitorsConfig = MonitorsConfig()
+    rollups: RollupsConfig = RollupsConfig()
+    retention: RetentionConfig = RetentionConfig()
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
@@ -255,10 +305,21 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _binary_needs_positive(self) -> Config:
-        for name in self.models:
+        for name in [*self.models, "_defaults"]:
             m = self.model(name)
-            if m.task == "binary" and m.positive_class is None:
+            if name in self.models and m.task == "binary" and m.positive_class is None:
                 raise ValueError(f"models.{name}: task 'binary' needs 'positive_class'")
+            where = f"models.{name}" if name in self.models else "defaults"
+            fine = self.rollups.fine
+            for w in m.windows:
+                if w % fine:
+                    raise ValueError(
+                        f"{where}.windows: {format_duration(w)} is not a multiple of rollups.fine"
+                        f" ({format_duration(fine)})"
+                    )
+            for slo in m.slos:
+                if slo.period % fine:
+                    raise ValueError(f"{where}.slos.{slo.name}: period is not a multiple of rollups.fine")
         return self
 
     def model(self, name: str) -> ResolvedModel:
@@ -275,6 +336,8 @@ class Config(_Section):
                 merged[field] = None
         if merged["positive_class"] is not None and own.task is None and self.defaults.task is None:
             merged["task"] = "binary"
+        merged["bucket_seconds"] = self.rollups.fine
+        merged["coarse_seconds"] = self.rollups.coarse
         return ResolvedModel(**merged)
 
 

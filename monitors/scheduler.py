@@ -35,6 +35,7 @@ from modelmon.config import Config, ResolvedModel
 from modelmon.monitors.aggregates import AggregateCache, shared
 from modelmon.monitors.registry import FAMILIES
 from modelmon.monitors.results import record_run, write_results
+from modelmon.store.rollups import Specs
 from modelmon.store.tables import monitor_runs, predictions
 
 log = logging.getLogger("modelmon.monitors")
@@ -76,6 +77,7 @@ class MonitorScheduler:
         self._missing_logged: set[str] = set()
         self._reconciled_at: float | None = None
         self._aggregates = AggregateCache()
+        self._specs = Specs(cfg)
 
     # -- what to run ---------------------------------------------------------
 
@@ -169,7 +171,7 @@ class MonitorScheduler:
             with self.engine.begin() as conn:
                 if not self._locked(conn, RECONCILE_JOB):
                     return "skipped"
-                n = reconcile_labels(conn, since)
+                n = reconcile_labels(conn, since, self._specs)
                 record_run(conn, RECONCILE_JOB, "reconcile_labels", "*", now, time.monotonic() - started, None)
         except Exception as exc:  # noqa: BLE001
             log.exception("job %s failed (will retry at its next tick)", RECONCILE_JOB)

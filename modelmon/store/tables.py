@@ -118,6 +118,7 @@ ingest_conflicts = Table(
     Column("new_digest", String(32), nullable=False),
     Column("received_at", Epoch, nullable=False),
     UniqueConstraint("kind", "topic", "partition", "offset"),
+    Index(None, "received_at"),
 )
 
 baselines = Table(
@@ -164,4 +165,135 @@ monitor_runs = Table(
     Column("last_attempt", Epoch),
     Column("last_error", Text),
     Column("last_duration_seconds", Float(precision=53)),
+    Column("last_history", Epoch),  # computed_at of the last pass appended to monitor_results
+)
+
+# The rows of each job's latest successful pass, replaced every tick (what
+# /metrics, the API and the demo read); `monitor_results` keeps the history at
+# `monitors.history_interval`.
+monitor_latest = Table(
+    "monitor_latest",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("model", String(64), nullable=False),
+    Column("model_version", String(128), nullable=False),
+    Column("monitor", String(64), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("window", String(16), nullable=False),
+    Column("slice", String(512), nullable=False),
+    Column("labels", Json),
+    Column("window_start", Epoch, nullable=False),
+    Column("window_end", Epoch, nullable=False),
+    Column("value", Float(precision=53)),
+    Column("sample_count", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("computed_at", Epoch, nullable=False),
+    Index(None, "model", "monitor"),
+)
+
+# -- rollups -------------------------------------------------------------------------
+# Additive aggregates per (model, resolution, bucket start, model_version, ...),
+# written in the transaction of the events they count (modelmon.store.rollups).
+# `res` is the bucket length in seconds (rollups.fine or rollups.coarse) and
+# `bucket` the bucket's start in epoch seconds; all counters cover status-ok
+# predictions except rollup_requests.n / errors.
+
+
+def _rollup(name: str, *columns: Column) -> Table:
+    keys = [c for c in columns if c.primary_key]
+    return Table(
+        name,
+        metadata,
+        Column("model", String(64), primary_key=True),
+        Column("res", Integer, primary_key=True),
+        Column("bucket", BigInteger, primary_key=True),
+        Column("model_version", String(128), primary_key=True),
+        *keys,
+        *[c for c in columns if not c.primary_key],
+    )
+
+
+Count = BigInteger
+Sum = Float(precision=53)
+
+rollup_requests = _rollup(
+    "rollup_requests",
+    Column("n", Count, nullable=False),  # every prediction, errors included
+    Column("errors", Count, nullable=False),
+    Column("ok_latency", Count, nullable=False),  # status ok with a latency
+    Column("n_max", Count, nullable=False),
+    Column("sum_max", Sum, nullable=False),
+    Column("low", Count, nullable=False),  # score_max < confidence_threshold
+    Column("n_ent", Count, nullable=False),
+    Column("sum_ent", Sum, nullable=False),
+    Column("n_conf", Count, nullable=False),  # with a per-row confidence (score_pred)
+    Column("sum_conf", Sum, nullable=False),
+    Column("last_ts", Epoch, nullable=False),  # latest prediction time in the bucket
+)
+
+rollup_classes = _rollup(
+    "rollup_classes",
+    Column("prediction", String(256), primary_key=True),
+    Column("label", String(256), primary_key=True),  # "" = not labelled (yet)
+    Column("n", Count, nullable=False),
+)
+
+rollup_calibration = _rollup(
+    "rollup_calibration",
+    Column("bin", SmallInteger, primary_key=True),
+    Column("n", Count, nullable=False),  # labelled, with a confidence
+    Column("sum_conf", Sum, nullable=False),
+    Column("correct", Count, nullable=False),
+)
+
+rollup_slices = _rollup(
+    "rollup_slices",
+    Column("attribute", String(64), primary_key=True),
+    Column("value", String(128), primary_key=True),  # __missing__ / __other__ reserved
+    Column("n", Count, nullable=False),
+    Column("selected", Count, nullable=False),
+    Column("labelled", Count, nullable=False),
+    Column("correct", Count, nullable=False),
+    Column("positives", Count, nullable=False),
+    Column("tp", Count, nullable=False),
+    Column("negatives", Count, nullable=False),
+    Column("fp", Count, nullable=False),
+)
+
+rollup_latency_good = _rollup(
+    "rollup_latency_good",
+    Column("threshold", Float(precision=53), primary_key=True),  # seconds
+    Column("good", Count, nullable=False),  # status ok with latency <= threshold
+)
+
+rollup_sketches = _rollup(
+    "rollup_sketches",
+    Column("kind", String(16), primary_key=True),  # latency | delay
+    Column("key", Integer, primary_key=True),  # DDSketch bin (modelmon.store.sketch)
+    Column("n", Count, nullable=False),
+)
+
+ROLLUP_TABLES = (
+    rollup_requests, rollup_classes, rollup_calibration, rollup_slices, rollup_latency_good,
+    rollup_sketches,
+)
+
+# Slice values admitted per (model, attribute), up to rollups.slice_values_max.
+slice_values = Table(
+    "slice_values",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("attribute", String(64), primary_key=True),
+    Column("value", String(128), primary_key=True),
+    Column("first_seen", Epoch, nullable=False),
+)
+
+# What retention removed, per table: rows older than `before` are gone (a
+# rebuild never starts before the raw rows' watermark).
+retention_marks = Table(
+    "retention_marks",
+    metadata,
+    Column("table_name", String(64), primary_key=True),
+    Column("before", Epoch, nullable=False),
+    Column("updated_at", Epoch, nullable=False),
 )

@@ -24,6 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modelmon.contract import Feedback, Prediction
+from modelmon.store import rollups
+from modelmon.store.rollups import EVENT_COLUMNS, Event, Specs
 from modelmon.store.tables import dead_letters as dead_letters_t
 from modelmon.store.tables import feedback as feedback_t
 from modelmon.store.tables import ingest_conflicts
@@ -391,33 +393,48 @@ def _prediction_row(
     )
 
 
+def _event(p: Prediction, label: tuple[Any, ...] | None) -> Event:
+    return Event(
+        p.model, p.model_version, p.ts, p.prediction, p.status, p.score_pred, p.score_max,
+        p.entropy, p.latency_seconds, p.slices,
+        None if label is None else label[0], None if label is None else label[1],
+    )
+
+
 def _write_predictions(
     conn: sa.Connection,
     items: Sequence[tuple[Prediction, Position | None]],
     now: float,
     out: BatchOutcome,
-) -> set[tuple[str, str]]:
+) -> tuple[set[tuple[str, str]], list[Event]]:
+    """Insert; the keys inserted and their rollup events (with the label they took)."""
     first, repeats = _dedupe(items)
     inserted: set[tuple[str, str]] = set()
+    events: list[Event] = []
     if first:
         # Feedback stored earlier (or earlier in this transaction) labels the row at insert.
         labels = _lookup(conn, feedback_t, first.keys(), feedback_t.c.label, feedback_t.c.ts)
         rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in first.items()]
         inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows)
         out.labels_joined += sum(1 for key in inserted if key in labels)
+        events = [_event(p, labels.get(key)) for key, (p, _) in first.items() if key in inserted]
     out.stored_predictions = _settle(
         conn, "prediction", predictions_t, first, repeats, inserted, now, out
     )
-    return inserted
+    return inserted, events
+
+
+_EVENT_SELECT = tuple(predictions_t.c[c] for c in EVENT_COLUMNS)
 
 
 def _label_existing(
     conn: sa.Connection, stored_feedback: list[Feedback], skip: set[tuple[str, str]]
-) -> int:
-    """Label predictions stored before this batch with this batch's new feedback."""
+) -> list[tuple[Event, str, float | None]]:
+    """Label predictions stored before this batch with this batch's new feedback;
+    the labelled predictions (as stored before) with their new label, for the rollups."""
     todo = [fb for fb in stored_feedback if (fb.model, fb.request_id) not in skip]
     if not todo:
-        return 0
+        return []
     # Only predictions that exist and are unlabelled: this keeps the UPDATE
     # executemany small when most feedback precedes its prediction, and gives
     # an exact count without relying on executemany rowcounts.
@@ -425,15 +442,18 @@ def _label_existing(
         conn,
         predictions_t,
         ((fb.model, fb.request_id) for fb in todo),
-        predictions_t.c.label,
+        *_EVENT_SELECT,
     )
-    params = [
-        (fb.label, fb.ts, fb.model, fb.request_id)
-        for fb in todo
-        if (key := (fb.model, fb.request_id)) in open_keys and open_keys[key][0] is None
-    ]
+    labelled: list[tuple[Event, str, float | None]] = []
+    params = []
+    for fb in todo:
+        row = open_keys.get((fb.model, fb.request_id))
+        if row is None or row[-2] is not None:  # no such prediction, or labelled already
+            continue
+        labelled.append((Event(*row), fb.label, fb.ts))
+        params.append((fb.label, fb.ts, fb.model, fb.request_id))
     if not params:
-        return 0
+        return []
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
             "UPDATE predictions SET label = r->>0, label_ts = (r->>1)::float8 "
@@ -447,7 +467,18 @@ def _label_existing(
             "WHERE model = ? AND request_id = ? AND label IS NULL",
             params,
         )
-    return len(params)
+    return labelled
+
+
+_DEFAULT_SPECS: Specs | None = None
+
+
+def default_specs() -> Specs:
+    """Rollup specs of the built-in defaults (callers with a configuration pass their own)."""
+    global _DEFAULT_SPECS
+    if _DEFAULT_SPECS is None:
+        _DEFAULT_SPECS = Specs()
+    return _DEFAULT_SPECS
 
 
 def write_batch(
@@ -457,14 +488,20 @@ def write_batch(
     dead_letters: Sequence[DeadLetter],
     source: str = "kafka",
     now: float | None = None,
+    specs: Specs | None = None,
 ) -> BatchOutcome:
-    """Store one batch inside the caller's transaction; safe to repeat after a failure."""
+    """Store one batch inside the caller's transaction; safe to repeat after a failure.
+
+    The rollups of what this transaction inserted or labelled are updated in it too.
+    """
     now = time.time() if now is None else now
     out = BatchOutcome()
     # Feedback first, so predictions in the same batch find their label at insert.
     new_feedback = _write_feedback(conn, feedback, source, now, out)
-    new_predictions = _write_predictions(conn, predictions, now, out)
-    out.labels_joined += _label_existing(conn, new_feedback, new_predictions)
+    new_keys, new_events = _write_predictions(conn, predictions, now, out)
+    labelled = _label_existing(conn, new_feedback, new_keys)
+    out.labels_joined += len(labelled)
+    rollups.count(conn, specs or default_specs(), new_events, labelled)
     out.dead_letter_reasons = _write_dead_letters(conn, dead_letters, now)
     return out
 
@@ -502,26 +539,39 @@ def _write_dead_letters(
     return counts
 
 
-def reconcile_labels(conn: sa.Connection, since_ingested_at: float) -> int:
+def reconcile_labels(
+    conn: sa.Connection, since_ingested_at: float, specs: Specs | None = None
+) -> int:
     """Label predictions whose feedback (ingested since the time) was missed.
 
     Needed when the prediction and its feedback were written by two concurrent
     transactions, neither seeing the other. Call it with the start of the
     previous pass minus a margin longer than one ingest transaction (e.g. 300 s);
-    it is idempotent. Returns the number of predictions labelled.
+    it is idempotent. The rollups move with the labels. Returns the number of
+    predictions labelled.
     """
     fb = feedback_t.alias("fb")
-    match = sa.and_(fb.c.model == predictions_t.c.model, fb.c.request_id == predictions_t.c.request_id)
-    recent = sa.select(fb.c.model, fb.c.request_id).where(fb.c.ingested_at >= since_ingested_at)
+    p = predictions_t
     stmt = (
-        predictions_t.update()
-        .where(
-            predictions_t.c.label.is_(None),
-            sa.tuple_(predictions_t.c.model, predictions_t.c.request_id).in_(recent),
-        )
-        .values(
-            label=sa.select(fb.c.label).where(match).scalar_subquery(),
-            label_ts=sa.select(fb.c.ts).where(match).scalar_subquery(),
-        )
+        sa.select(*(p.c[c] for c in EVENT_COLUMNS), p.c.request_id, fb.c.label, fb.c.ts)
+        .join(fb, sa.and_(fb.c.model == p.c.model, fb.c.request_id == p.c.request_id))
+        .where(fb.c.ingested_at >= since_ingested_at, p.c.label.is_(None))
     )
-    return int(conn.execute(stmt).rowcount or 0)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=p)  # a concurrent ingest cannot label them meanwhile
+    labelled: list[tuple[Event, str, float | None]] = []
+    params = []
+    for row in conn.execute(stmt):
+        ev = Event(*row[: len(EVENT_COLUMNS)])
+        rid, label, label_ts = row[len(EVENT_COLUMNS) :]
+        labelled.append((ev, label, label_ts))
+        params.append({"l": label, "t": label_ts, "m": ev.model, "r": rid})
+    if params:
+        conn.execute(
+            p.update()
+            .where(p.c.model == sa.bindparam("m"), p.c.request_id == sa.bindparam("r"))
+            .values(label=sa.bindparam("l"), label_ts=sa.bindparam("t")),
+            params,
+        )
+        rollups.count(conn, specs or default_specs(), (), labelled)
+    return len(params)

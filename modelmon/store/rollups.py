@@ -1,0 +1,386 @@
+"""Rollups: the additive aggregates the monitors read, kept at write time.
+
+Every stored prediction adds to one bucket per resolution (`rollups.fine`,
+`rollups.coarse`) of its prediction time, and a label that joins a stored
+prediction moves that prediction's counts from "unlabelled" to its label in
+the same buckets. Both happen in the transaction that stores the events
+(`modelmon.store.writes.write_batch`, `reconcile_labels`), on the events that
+transaction actually inserted or labelled, so the store's exactly-once
+guarantee covers the rollups: a redelivered or conflicting event adds
+nothing, and a label counts once whether it arrives before or after its
+prediction. Upserts add (`n = n + excluded.n`), so concurrent writers on
+PostgreSQL compose, and a pass of the monitors reads a few hundred bucket
+rows whatever the number of events.
+
+What each table holds is in `modelmon.store.tables`. Some counters depend on
+a model's configuration (slice attributes, positive class, confidence
+threshold, calibration bins, latency SLO thresholds, sketch accuracy): after
+changing those, `modelmon rollups rebuild` recomputes the buckets from the
+raw rows (`modelmon.store.rebuild`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+
+from modelmon.config import Config
+from modelmon.store import sketch
+from modelmon.store.tables import (
+    rollup_calibration,
+    rollup_classes,
+    rollup_latency_good,
+    rollup_requests,
+    rollup_sketches,
+    rollup_slices,
+    slice_values,
+)
+
+UNLABELLED = ""  # rollup_classes.label of predictions without a label
+MISSING_SLICE = "__missing__"
+OTHER_SLICE = "__other__"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a model's rollups count, from its configuration."""
+
+    resolutions: tuple[int, ...]  # (fine, coarse) bucket lengths in seconds
+    slices: tuple[str, ...]
+    positive: str | None  # slice counters need it (selected, TPR, FPR)
+    confidence_threshold: float
+    bins: int
+    thresholds: tuple[float, ...]  # latency SLO thresholds, seconds
+    accuracy: float  # sketch relative accuracy
+
+
+class Specs:
+    """ModelSpec per model name, resolved once from the configuration."""
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        self.cfg = cfg if cfg is not None else Config()
+        self.slice_values_max = self.cfg.rollups.slice_values_max
+        self._cache: dict[str, ModelSpec] = {}
+
+    def __call__(self, model: str) -> ModelSpec:
+        spec = self._cache.get(model)
+        if spec is None:
+            m = self.cfg.model(model)
+            r = self.cfg.rollups
+            spec = self._cache[model] = ModelSpec(
+                resolutions=(int(r.fine), int(r.coarse)),
+                slices=tuple(m.slices) if m.positive_class is not None else (),
+                positive=m.positive_class,
+                confidence_threshold=m.confidence_threshold,
+                bins=m.calibration_bins,
+                thresholds=tuple(sorted({s.threshold for s in m.slos if s.threshold is not None})),
+                accuracy=r.sketch_relative_accuracy,
+            )
+        return spec
+
+
+class Event(NamedTuple):
+    """The fields of a stored prediction the rollups count."""
+
+    model: str
+    model_version: str
+    ts: float
+    prediction: str
+    status: str
+    score_pred: float | None
+    score_max: float | None
+    entropy: float | None
+    latency_seconds: float | None
+    slices: dict[str, Any] | None
+    label: str | None
+    label_ts: float | None
+
+
+#: Columns of `predictions` in Event order (rebuild and the label join read these).
+EVENT_COLUMNS = Event._fields
+
+
+def calibration_bin(conf: float, bins: int) -> int:
+    """min(floor(conf * bins), bins - 1), as the SQL of the quality monitors had it."""
+    return bins - 1 if conf >= 1.0 else math.floor(conf * bins)
+
+
+@dataclass(slots=True)
+class Delta:
+    """Increments per rollup row key, accumulated over a batch."""
+
+    requests: dict[tuple, list] = field(default_factory=dict)
+    classes: dict[tuple, int] = field(default_factory=dict)
+    calibration: dict[tuple, list] = field(default_factory=dict)
+    slices: dict[tuple, list[int]] = field(default_factory=dict)
+    good: dict[tuple, int] = field(default_factory=dict)
+    sketches: dict[tuple, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any((self.requests, self.classes, self.calibration, self.slices, self.good, self.sketches))
+
+    # -- counting ---------------------------------------------------------------
+
+    def add_prediction(self, ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]]) -> None:
+        """A newly stored prediction (with the label it was stored with, if any)."""
+        ok = ev.status == "ok"
+        lat = ev.latency_seconds
+        for res in spec.resolutions:
+            key = (ev.model, res, int(ev.ts // res) * res, ev.model_version)
+            r = self.requests.get(key)
+            if r is None:
+                r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ev.ts]
+            r[0] += 1
+            if ev.ts > r[10]:
+                r[10] = ev.ts
+            if not ok:
+                r[1] += 1
+                continue
+            if lat is not None:
+                r[2] += 1
+                sk = (*key, "latency", sketch.key(lat, spec.accuracy))
+                self.sketches[sk] = self.sketches.get(sk, 0) + 1
+                for t in spec.thresholds:
+                    if lat <= t:
+                        gk = (*key, t)
+                        self.good[gk] = self.good.get(gk, 0) + 1
+            if ev.score_max is not None:
+                r[3] += 1
+                r[4] += ev.score_max
+                if ev.score_max < spec.confidence_threshold:
+                    r[5] += 1
+            if ev.entropy is not None:
+                r[6] += 1
+                r[7] += ev.entropy
+            if ev.score_pred is not None:
+                r[8] += 1
+                r[9] += ev.score_pred
+            ck = (*key, ev.prediction, ev.label if ev.label is not None else UNLABELLED)
+            self.classes[ck] = self.classes.get(ck, 0) + 1
+            if spec.slices:
+                flags = _slice_flags(ev.prediction, ev.label, spec.positive, selected_too=True)
+                self._slices(key, ev, spec, admitted, flags)
+            if ev.label is not None:
+                self._labelled(key, ev, ev.label, ev.label_ts, spec)
+
+    def add_label(
+        self, ev: Event, label: str, label_ts: float | None, spec: ModelSpec,
+        admitted: set[tuple[str, str, str]],
+    ) -> None:
+        """A stored, unlabelled prediction (ev.label None) takes its label."""
+        if ev.status != "ok":
+            return
+        for res in spec.resolutions:
+            key = (ev.model, res, int(ev.ts // res) * res, ev.model_version)
+            was = (*key, ev.prediction, UNLABELLED)
+            self.classes[was] = self.classes.get(was, 0) - 1
+            now = (*key, ev.prediction, label)
+            self.classes[now] = self.classes.get(now, 0) + 1
+            if spec.slices:
+                flags = _slice_flags(ev.prediction, label, spec.positive, selected_too=False)
+                self._slices(key, ev, spec, admitted, flags)
+            self._labelled(key, ev, label, label_ts, spec)
+
+    def _labelled(self, key: tuple, ev: Event, label: str, label_ts: float | None, spec: ModelSpec) -> None:
+        if ev.score_pred is not None:
+            bk = (*key, calibration_bin(ev.score_pred, spec.bins))
+            b = self.calibration.get(bk)
+            if b is None:
+                b = self.calibration[bk] = [0, 0.0, 0]
+            b[0] += 1
+            b[1] += ev.score_pred
+            b[2] += label == ev.prediction
+        if label_ts is not None:
+            sk = (*key, "delay", sketch.key(max(0.0, label_ts - ev.ts), spec.accuracy))
+            self.sketches[sk] = self.sketches.get(sk, 0) + 1
+
+    def _slices(
+        self, key: tuple, ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]],
+        flags: tuple[int, ...],
+    ) -> None:
+        raw = ev.slices or {}
+        for attr in spec.slices:
+            v = raw.get(attr)
+            if v is None:
+                value = MISSING_SLICE
+            else:
+                value = str(v) if (ev.model, attr, str(v)) in admitted else OTHER_SLICE
+            sk = (*key, attr, value)
+            cur = self.slices.get(sk)
+            if cur is None:
+                self.slices[sk] = list(flags)
+            else:
+                for i, f in enumerate(flags):
+                    cur[i] += f
+
+
+def _slice_flags(prediction: str, label: str | None, positive: str | None, selected_too: bool) -> tuple[int, ...]:
+    """(n, selected, labelled, correct, positives, tp, negatives, fp) increments.
+
+    For a prediction stored now, all eight; for a label joining a stored
+    prediction (selected_too False) only the label-dependent ones.
+    """
+    sel = int(prediction == positive)
+    n = 1 if selected_too else 0
+    if label is None:
+        return (n, sel if selected_too else 0, 0, 0, 0, 0, 0, 0)
+    pos = int(label == positive)
+    return (
+        n, sel if selected_too else 0, 1, int(label == prediction),
+        pos, pos * sel, 1 - pos, (1 - pos) * sel,
+    )
+
+
+# -- slice values ----------------------------------------------------------------------
+
+
+def admit_slice_values(
+    conn: sa.Connection, specs: Specs, events: Iterable[Event], now: float | None = None
+) -> set[tuple[str, str, str]]:
+    """The (model, attribute, value) triples of these events that have their own
+    slice rows: values already admitted, plus new ones while the attribute has
+    fewer than `rollups.slice_values_max`. Once an attribute is full it stays
+    full (values are never removed), so a value is pooled as __other__ the same
+    way at insert, at a later label and in a rebuild.
+    """
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for ev in events:
+        attrs = specs(ev.model).slices
+        if not attrs or not ev.slices:
+            continue
+        for a in attrs:
+            v = ev.slices.get(a)
+            if v is not None:
+                wanted.setdefault((ev.model, a), set()).add(str(v))
+    if not wanted:
+        return set()
+    sv = slice_values
+    admitted: set[tuple[str, str, str]] = set()
+    now = time.time() if now is None else now
+    for (model, attr), values in wanted.items():
+        known = {
+            v for (v,) in conn.execute(
+                sa.select(sv.c.value).where(sv.c.model == model, sv.c.attribute == attr)
+            )
+        }
+        admitted.update((model, attr, v) for v in values & known)
+        room = specs.slice_values_max - len(known)
+        new = sorted(values - known)[: max(0, room)]
+        if new:
+            _insert_ignore(conn, sv, [{"model": model, "attribute": attr, "value": v, "first_seen": now} for v in new])
+            admitted.update((model, attr, v) for v in new)
+    return admitted
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+# -- applying a delta ------------------------------------------------------------------
+
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SQL: dict[tuple[str, str, int], str] = {}
+
+
+def _columns(table: sa.Table) -> tuple[list[str], list[str]]:
+    keys = [c.name for c in table.primary_key.columns]
+    values = [c.name for c in table.columns if not c.primary_key]
+    return keys, values
+
+
+def _set_clause(table: sa.Table, dialect: str, quote: Any) -> str:
+    _, values = _columns(table)
+    t = quote(table.name)
+    parts = []
+    for v in values:
+        q = quote(v)
+        if v == "last_ts":
+            fn = "GREATEST" if dialect == "postgresql" else "MAX"
+            parts.append(f"{q} = {fn}({t}.{q}, excluded.{q})")
+        else:
+            parts.append(f"{q} = {t}.{q} + excluded.{q}")
+    return ", ".join(parts)
+
+
+def _pg_cast(column: sa.Column) -> str:
+    if isinstance(column.type, sa.Float):
+        return "float8"
+    if isinstance(column.type, sa.Integer):
+        return "int8"
+    return "text"
+
+
+def upsert_add(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add rows (primary key columns, then value columns, in table order) to a
+    rollup table: insert, or add to the stored counters (last_ts: the max)."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    quote = conn.dialect.identifier_preparer.quote
+    keys, values = _columns(table)
+    cols = keys + values
+    rows = sorted(rows, key=lambda r: r[: len(keys)])  # one lock order for concurrent writers
+    conflict = (
+        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
+        f"{_set_clause(table, dialect, quote)}"
+    )
+    names = ", ".join(quote(c) for c in cols)
+    if dialect == "postgresql":
+        sql = _SQL.get((dialect, table.name, 0))
+        if sql is None:
+            select = ", ".join(f"(r->>{i})::{_pg_cast(table.c[c])}" for i, c in enumerate(cols))
+            sql = _SQL[(dialect, table.name, 0)] = (
+                f"INSERT INTO {quote(table.name)} ({names}) "
+                f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {conflict}"
+            )
+        conn.exec_driver_sql(sql, (_JSON.encode(rows),))
+        return
+    per = max(1, 30000 // len(cols))
+    for i in range(0, len(rows), per):
+        chunk = rows[i : i + per]
+        sql = _SQL.get((dialect, table.name, len(chunk)))
+        if sql is None:
+            row = "(" + ", ".join("?" for _ in cols) + ")"
+            sql = _SQL[(dialect, table.name, len(chunk))] = (
+                f"INSERT INTO {quote(table.name)} ({names}) VALUES {', '.join([row] * len(chunk))} {conflict}"
+            )
+        conn.exec_driver_sql(sql, tuple(v for r in chunk for v in r))
+
+
+def apply(conn: sa.Connection, delta: Delta) -> None:
+    """Write a batch's increments (in the caller's transaction)."""
+    upsert_add(conn, rollup_requests, [(*k, *v) for k, v in delta.requests.items()])
+    upsert_add(conn, rollup_classes, [(*k, n) for k, n in delta.classes.items() if n])
+    upsert_add(conn, rollup_calibration, [(*k, *v) for k, v in delta.calibration.items()])
+    upsert_add(conn, rollup_slices, [(*k, *v) for k, v in delta.slices.items() if any(v)])
+    upsert_add(conn, rollup_latency_good, [(*k, n) for k, n in delta.good.items()])
+    upsert_add(conn, rollup_sketches, [(*k, n) for k, n in delta.sketches.items()])
+
+
+def count(
+    conn: sa.Connection,
+    specs: Specs,
+    inserted: Sequence[Event] = (),
+    labelled: Sequence[tuple[Event, str, float | None]] = (),
+) -> Delta:
+    """The delta of newly inserted predictions and of labels joined to stored ones, applied."""
+    delta = Delta()
+    if not inserted and not labelled:
+        return delta
+    admitted = admit_slice_values(conn, specs, [*inserted, *(e for e, _, _ in labelled)])
+    for ev in inserted:
+        delta.add_prediction(ev, specs(ev.model), admitted)
+    for ev, label, label_ts in labelled:
+        delta.add_label(ev, label, label_ts, specs(ev.model), admitted)
+    apply(conn, delta)
+    return delta
