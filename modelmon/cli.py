@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from modelmon.config import Config, ConfigError, load_config
 
@@ -33,8 +34,59 @@ def _db_upgrade(args: argparse.Namespace, cfg: Config) -> int:
     from modelmon.store.migrate import current, upgrade
 
     engine = make_engine(cfg.database.url)
-    upgrade(engine, args.revision)
+    upgrade(engine, args.revision, cfg)  # cfg: what a rollups backfill counts
     print(f"database {engine.url.render_as_string(hide_password=True)} at revision {current(engine)}")
+    return 0
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds, or an RFC 3339 time (a 'Z' or an offset; none means UTC)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip().upper())  # 2026-01-31t12:00:00z too
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected epoch seconds or an RFC 3339 time like 2026-01-31T12:00:00Z, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rollups_rebuild(args: argparse.Namespace, cfg: Config) -> int:
+    from modelmon.store.engine import make_engine
+    from modelmon.store.rebuild import RebuildReport, rebuild, stored_models
+    from modelmon.store.rollups import Specs
+
+    engine = make_engine(cfg.database.url, echo=cfg.database.echo)
+    try:
+        models = stored_models(engine) if args.all else [args.model]
+
+        def progress(r: RebuildReport) -> None:
+            print(f"{r.model}: rebuilt up to {_utc(r.end or 0.0)}, {r.rows} rows", flush=True)
+
+        specs = Specs(cfg)
+        rows = chunks = 0
+        for model in models:
+            r = rebuild(engine, specs, model, since=args.since, progress=progress)
+            rows, chunks = rows + r.rows, chunks + r.chunks
+            if r.start is None:
+                print(f"{model}: no predictions stored, nothing to rebuild")
+            elif r.chunks:
+                print(f"{model}: done, {_utc(r.start)} to {_utc(r.end or r.start)}, "
+                      f"{r.rows} rows in {r.chunks} chunks, {r.seconds:.1f} s")
+            else:
+                print(f"{model}: nothing stored from {_utc(r.start)} on")
+        print(f"rollups rebuilt for {len(models)} model(s): {rows} rows in {chunks} chunks")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -52,8 +104,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     up = db.add_parser("upgrade", help="create or migrate the store's tables")
-    up.add_argument("revision", nargs="?", default="head")
+    up.add_argument("revision", nargs="?", default="head",
+                    help="Alembic revision to migrate to (default: head)")
     up.set_defaults(handler=_db_upgrade)
+
+    rollups = sub.add_parser("rollups", help="pre-aggregated buckets the monitors read")
+    rsub = rollups.add_subparsers(dest="rollups_command", required=True)
+    rb = rsub.add_parser(
+        "rebuild",
+        help="recompute rollups from the stored predictions",
+        description="Recompute rollups from the stored predictions, one chunk of coarse buckets "
+        "per transaction, oldest first: needed after changing slices, positive_class, "
+        "confidence_threshold, calibration_bins, latency SLO thresholds or "
+        "rollups.sketch_relative_accuracy. Prints a line per chunk; an interrupted rebuild "
+        "resumes with --since at the last chunk end printed.",
+    )
+    which = rb.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", metavar="M", help="the model whose rollups to rebuild")
+    which.add_argument("--all", action="store_true", help="every model with stored predictions")
+    rb.add_argument(
+        "--since", metavar="T", type=parse_time, default=None,
+        help="rebuild from the coarse bucket holding T on (epoch seconds or RFC 3339, e.g. "
+        "2026-01-31T12:00:00Z); earlier buckets are left as they are (default: the first "
+        "stored prediction)",
+    )
+    rb.set_defaults(handler=_rollups_rebuild)
 
     conf = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     conf.add_parser("check", help="validate the configuration and exit").set_defaults(handler=_config_check)

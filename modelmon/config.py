@@ -228,6 +228,7 @@ class ResolvedModel(BaseModel):
     # From `rollups`: windows end on a fine-bucket boundary.
     bucket_seconds: float = 60.0
     coarse_seconds: float = 3600.0
+    sketch_relative_accuracy: float = 0.01
 
     @property
     def window_names(self) -> list[str]:
@@ -338,6 +339,7 @@ class Config(_Section):
             merged["task"] = "binary"
         merged["bucket_seconds"] = self.rollups.fine
         merged["coarse_seconds"] = self.rollups.coarse
+        merged["sketch_relative_accuracy"] = self.rollups.sketch_relative_accuracy
         return ResolvedModel(**merged)
 
 

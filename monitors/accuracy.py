@@ -5,6 +5,10 @@ per-class precision / recall / F1, macro F1, label coverage and label delay.
 A window whose labels have not mostly arrived yet (coverage below
 `mature_coverage`) is reported as `maturing`: its value is kept in history but
 alerts do not fire on it, because early labels are often not a random sample.
+Everything is read from rollups: the confusion counts exactly, the label-delay
+quantiles from DDSketch bins (within `rollups.sketch_relative_accuracy` of the
+exact value, see modelmon.store.sketch). Rows per window: all versions ("*")
+and each of the `version_top_k` busiest versions.
 """
 
 from __future__ import annotations
@@ -14,17 +18,22 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from modelmon.config import ResolvedModel
-from modelmon.monitors.aggregates import ok_quantiles, tick_groups
 from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
-from modelmon.monitors.queries_quality import (
-    ConfusionCounts,
-    confusion_from,
+from modelmon.monitors.buckets import (
+    all_versions,
+    class_cells,
+    versioned,
+    versions_per_window,
+    window_sums,
 )
+from modelmon.monitors.queries_quality import ConfusionCounts
 from modelmon.monitors.stats_classification import (
     summarize_confusion,
     wilson_interval,
 )
-from modelmon.monitors.windows import current_windows
+from modelmon.monitors.windows import current_windows, pass_windows
+from modelmon.store import sketch
+from modelmon.store.tables import rollup_sketches
 
 DELAY_QUANTILES = (0.5, 0.95)
 
@@ -91,15 +100,18 @@ def compute(inputs: AccuracyInputs, model: ResolvedModel) -> list[MetricRow]:
 
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
     windows = current_windows(model, now)
-    groups = tick_groups(conn, model, now)  # shared with shift and proxies
-    counts = [confusion_from(groups[w]) for w in windows]
-    # Below min_labels the delay rows carry no value: those windows skip the delay scan.
-    need = [w for w, c in zip(windows, counts, strict=True) if c.labelled >= model.min_labels]
-    quantiles = ok_quantiles(conn, model.name, windows, "delay", DELAY_QUANTILES, only=need)
-    delays = dict(zip(need, quantiles, strict=True))
+    versions = versions_per_window(conn, model, windows, now)
+    cells = class_cells(conn, model, pass_windows(model, now), now)  # shared with shift
+    sketches = window_sums(conn, rollup_sketches, model, windows, ("kind", "key"), now)
+    acc = model.sketch_relative_accuracy
     out: list[WindowedRow] = []
-    for w, c in zip(windows, counts, strict=True):
-        n, qs = delays.get(w, (c.labelled, {}))
-        inputs = AccuracyInputs(c, n, {q: v for q, v in qs.items() if v is not None})
-        out += [WindowedRow(w, row) for row in compute(inputs, model)]
+    for i, w in enumerate(windows):
+        per_cells = cells[i]
+        per_sketch = all_versions(sketches[i], 2)
+        for v in versions[i]:
+            counts = ConfusionCounts(per_cells.get(v, {}))
+            bins = {k: int(x[0]) for (kind, k), x in per_sketch.get(v, {}).items() if kind == "delay"}
+            n, qs = sketch.quantiles(bins, DELAY_QUANTILES, acc)
+            inputs = AccuracyInputs(counts, n, {q: x for q, x in qs.items() if x is not None})
+            out += [WindowedRow(w, row) for row in versioned(compute(inputs, model), v)]
     return out

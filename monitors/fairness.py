@@ -16,12 +16,8 @@ from sqlalchemy import Connection
 
 from modelmon.config import ResolvedModel
 from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
-from modelmon.monitors.queries_quality import (
-    MISSING_SLICE,
-    OTHER_SLICE,
-    SliceCounts,
-    slice_counts,
-)
+from modelmon.monitors.buckets import all_versions, versioned, versions_per_window, window_sums
+from modelmon.monitors.queries_quality import MISSING_SLICE, OTHER_SLICE, SliceCounts
 from modelmon.monitors.stats_classification import ratio, wilson_interval
 from modelmon.monitors.stats_fairness import (
     Gap,
@@ -31,6 +27,7 @@ from modelmon.monitors.stats_fairness import (
     ratio_min_max,
 )
 from modelmon.monitors.windows import current_windows
+from modelmon.store.tables import rollup_slices
 
 
 def pool_slices(
@@ -129,16 +126,36 @@ def compute_attribute(
     return rows
 
 
+def split_slices(
+    values: dict[str, SliceCounts], k: int
+) -> tuple[list[tuple[str, SliceCounts]], SliceCounts | None, SliceCounts]:
+    """(k most frequent values, the missing-value group, window total) of one
+    attribute; values pooled at write time (`__other__`) never make the top."""
+    total = SliceCounts()
+    for c in values.values():
+        total = total + c
+    candidates = [(v, c) for v, c in values.items() if v not in (MISSING_SLICE, OTHER_SLICE) and c.n > 0]
+    candidates.sort(key=lambda vc: (-vc[1].n, vc[0]))
+    return candidates[:k], values.get(MISSING_SLICE), total
+
+
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
     positive = model.positive_class
     if positive is None or not model.slices:
         return []
     windows = current_windows(model, now)
-    counts = slice_counts(conn, model, windows, positive, model.slice_top_k)  # one scan
+    versions = versions_per_window(conn, model, windows, now)
+    sums = window_sums(conn, rollup_slices, model, windows, ("attribute", "value"), now)
     out: list[WindowedRow] = []
     for i, w in enumerate(windows):
-        for attribute in model.slices:
-            top, missing, total = counts[(i, attribute)]
-            rows = compute_attribute(attribute, pool_slices(top, missing, total), total, model)
-            out += [WindowedRow(w, row) for row in rows]
+        per = all_versions(sums[i], 2)
+        for v in versions[i]:
+            by_attr: dict[str, dict[str, SliceCounts]] = {a: {} for a in model.slices}
+            for (attribute, value), c in per.get(v, {}).items():
+                if attribute in by_attr:
+                    by_attr[attribute][value] = SliceCounts(*(int(x) for x in c))
+            for attribute in model.slices:
+                top, missing, total = split_slices(by_attr[attribute], model.slice_top_k)
+                rows = compute_attribute(attribute, pool_slices(top, missing, total), total, model)
+                out += [WindowedRow(w, row) for row in versioned(rows, v)]
     return out

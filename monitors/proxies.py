@@ -12,15 +12,28 @@ mismatched (NannyML issue #346).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from modelmon.config import ResolvedModel
 from modelmon.monitors.accuracy import labelled_status
-from modelmon.monitors.aggregates import tick_groups
 from modelmon.monitors.base import MetricRow, Status, WindowedRow, gated
-from modelmon.monitors.queries_quality import ProxySums, proxy_sums_from
-from modelmon.monitors.stats_classification import expected_calibration_error, ratio
-from modelmon.monitors.windows import current_windows
+from modelmon.monitors.buckets import (
+    all_versions,
+    class_cells,
+    versioned,
+    versions_per_window,
+    window_sums,
+)
+from modelmon.monitors.queries_quality import ProxySums
+from modelmon.monitors.stats_classification import (
+    CalibrationBin,
+    expected_calibration_error,
+    ratio,
+)
+from modelmon.monitors.windows import current_windows, pass_windows
+from modelmon.store.tables import rollup_calibration, rollup_requests
 
 
 def _row(metric: str, value: float | None, n: int, status: Status) -> MetricRow:
@@ -51,10 +64,32 @@ def compute(s: ProxySums, model: ResolvedModel) -> list[MetricRow]:
     return rows
 
 
+def sums_from(
+    requests: list[Any] | None, labelled: int, bins: dict[tuple[Any, ...], list[Any]]
+) -> ProxySums:
+    """The window's proxy sums from its rollups (status-ok predictions)."""
+    n, errors, _, n_max, sum_max, low, n_ent, sum_ent, n_conf, sum_conf, _ = requests or [0] * 11
+    cal = [CalibrationBin(int(b), int(c[0]), float(c[1]), int(c[2])) for (b,), c in sorted(bins.items())]
+    return ProxySums(
+        total=int(n - errors), labelled=labelled, n_max=int(n_max), sum_max=float(sum_max), low=int(low),
+        n_entropy=int(n_ent), sum_entropy=float(sum_ent), n_conf=int(n_conf), sum_conf=float(sum_conf),
+        labelled_conf=sum(b.count for b in cal), labelled_sum_conf=sum(b.confidence_sum for b in cal),
+        labelled_correct=sum(b.correct for b in cal), bins=[b for b in cal if b.count],
+    )
+
+
 def collect(conn: Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
-    groups = tick_groups(conn, model, now)  # shared with shift and accuracy
-    return [
-        WindowedRow(w, row)
-        for w in current_windows(model, now)
-        for row in compute(proxy_sums_from(groups[w]), model)
-    ]
+    windows = current_windows(model, now)
+    versions = versions_per_window(conn, model, windows, now)
+    requests = window_sums(conn, rollup_requests, model, windows, (), now)
+    cells = class_cells(conn, model, pass_windows(model, now), now)  # shared with accuracy and shift
+    calibration = window_sums(conn, rollup_calibration, model, windows, ("bin",), now)
+    out: list[WindowedRow] = []
+    for i, w in enumerate(windows):
+        req = all_versions(requests[i], 0)
+        cal = all_versions(calibration[i], 1)
+        for v in versions[i]:
+            labelled = sum(n for (_, lab), n in cells[i].get(v, {}).items() if lab is not None)
+            s = sums_from(req.get(v, {}).get(()), labelled, cal.get(v, {}))
+            out += [WindowedRow(w, row) for row in versioned(compute(s, model), v)]
+    return out

@@ -2,9 +2,16 @@
 
 One APScheduler job per (family, model) at the model's interval (coalesced,
 one instance at a time). A job queries and computes through the family's
-`collect`, then appends its rows under one `computed_at` and upserts its
-`monitor_runs` row, all in one transaction. A job that raises is logged with
-its name, its error is recorded, and it simply runs again at its next tick.
+`collect`, then replaces its rows in `monitor_latest` (appending them to the
+`monitor_results` history at most every `monitors.history_interval`) and
+upserts its `monitor_runs` row, all in one transaction. A job that raises is
+logged with its name, its error is recorded, and it simply runs again at its
+next tick.
+
+A "retention:*" job (every `retention.interval` when `retention.enabled`)
+deletes rows past their configured age in bounded steps
+(modelmon.store.retention); `run_once` leaves it out so that a pass stays
+deterministic, `retention(now)` runs it explicitly.
 
 Several `modelmon monitor` processes may share one PostgreSQL database: each
 job takes a transaction-level advisory lock keyed on its name and skips
@@ -41,6 +48,7 @@ from modelmon.store.tables import monitor_runs, predictions
 log = logging.getLogger("modelmon.monitors")
 
 RECONCILE_JOB = "reconcile_labels:*"
+RETENTION_JOB = "retention:*"
 RECONCILE_MARGIN = 300.0  # longer than one ingest transaction
 DISCOVER_INTERVAL = 60.0
 
@@ -139,7 +147,10 @@ class MonitorScheduler:
                     return "skipped"
                 with shared(self._aggregates):
                     rows = module.collect(conn, resolved, now)
-                write_results(conn, model, family, rows, computed_at=now)
+                write_results(
+                    conn, model, family, rows, computed_at=now,
+                    history_interval=self.cfg.monitors.history_interval, job=job,
+                )
                 record_run(conn, job, family, model, now, time.monotonic() - started, None)
         except Exception as exc:  # noqa: BLE001 - one family must not stop the others
             duration = time.monotonic() - started
@@ -181,6 +192,38 @@ class MonitorScheduler:
             log.info("reconciled labels of %d predictions", n)
         return "ok"
 
+    def retention(self, now: float | None = None, force: bool = True) -> str:
+        """One bounded retention pass: "ok", "skipped" or "error: ...".
+
+        The job's advisory lock is held (in a transaction of its own
+        connection) while the tables are trimmed, each in its own short
+        transaction; the run is then recorded in `monitor_runs`. `force=False`
+        (scheduled ticks) also skips when another process ran it less than
+        half an interval ago.
+        """
+        from modelmon.store.retention import run_retention
+
+        now = time.time() if now is None else now
+        started = time.monotonic()
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if not self._locked(conn, RETENTION_JOB):
+                    return "skipped"
+                if not force and self._recently_attempted(conn, RETENTION_JOB, now, self.cfg.retention.interval):
+                    return "skipped"
+                run_retention(self.engine, self.cfg, now)
+                record_run(conn, RETENTION_JOB, "retention", "*", now, time.monotonic() - started, None)
+        except Exception as exc:  # noqa: BLE001 - retention must not stop the monitors
+            log.exception("job %s failed (will retry at its next tick)", RETENTION_JOB)
+            message = f"{type(exc).__name__}: {exc}"[:2000]
+            try:
+                with self.engine.begin() as conn:
+                    record_run(conn, RETENTION_JOB, "retention", "*", now, time.monotonic() - started, message)
+            except Exception:  # noqa: BLE001
+                log.exception("could not record the failure of job %s", RETENTION_JOB)
+            return f"error: {message}"
+        return "ok"
+
     # -- passes ----------------------------------------------------------------
 
     def run_once(self, now: float | None = None) -> dict[str, str]:
@@ -201,6 +244,9 @@ class MonitorScheduler:
         now = start + max(0, (time.time() - start + slack) // interval) * interval
         self.run_job(family, model, now, force=False)
         self._attempted(f"{family}:{model}")
+
+    def _retention_tick(self) -> None:
+        self.retention(time.time(), force=False)
 
     def _reconcile_tick(self) -> None:
         self.reconcile(time.time())
@@ -261,6 +307,14 @@ class MonitorScheduler:
             self._reconcile_tick, "interval", seconds=min(intervals), id=RECONCILE_JOB,
             coalesce=True, max_instances=1, next_run_time=datetime.now(UTC),
         )
+        if self.cfg.retention.enabled:
+            from modelmon.store.retention import check
+
+            check(self.cfg)
+            self._scheduler.add_job(
+                self._retention_tick, "interval", seconds=self.cfg.retention.interval, id=RETENTION_JOB,
+                coalesce=True, max_instances=1,
+            )
         self._discover()
         if self.cfg.monitors.discover_models:
             self._scheduler.add_job(

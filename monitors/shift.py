@@ -1,8 +1,10 @@
 """Class-distribution shift: predicted classes (and labels once they arrive)
 in each window against the research baseline and a rolling baseline.
 
-One scan (`aggregates.window_groups` over the union of the current and the
-rolling windows, shared with accuracy and proxies) feeds every window; the maths is in `stats_shift`.
+One rollup read (`buckets.class_cells` over the current and the rolling
+windows, shared with accuracy) feeds every window and version ("*" and the
+busiest `version_top_k`, each against its own rolling baseline); the maths
+is in `stats_shift`.
 Rows per window:
   {p}_share_ratio{class}                        current share (p = class | label)
   {p}_baseline_share_ratio{class, baseline}     baseline share (research | rolling)
@@ -20,12 +22,11 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from modelmon.config import ResolvedModel
-from modelmon.monitors.aggregates import tick_groups
 from modelmon.monitors.base import MetricRow, Status, Window, WindowedRow
 from modelmon.monitors.baselines import latest_baseline
-from modelmon.monitors.queries import class_label_counts, marginals
-from modelmon.monitors.stats_shift import shares_from_counts, shift_stats
-from modelmon.monitors.windows import current_windows, rolling_baseline
+from modelmon.monitors.buckets import class_cells, versioned, versions_per_window
+from modelmon.monitors.stats_shift import marginals, shares_from_counts, shift_stats
+from modelmon.monitors.windows import current_windows, pass_windows, rolling_baseline
 
 MAX_REPORTED_CLASSES = 100  # share series per window; the statistics use every class
 STAT_METRICS = ("psi", "js_distance", "chi2_statistic", "chi2_pvalue")
@@ -114,27 +115,30 @@ def _distribution_rows(
 def collect(conn: sa.Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
     windows = current_windows(model, now)
     rolls = [rolling_baseline(w, model.rolling_baseline) for w in windows]
-    groups = tick_groups(conn, model, now)
+    versions = versions_per_window(conn, model, windows, now)
+    every = pass_windows(model, now)  # the windows, then their rolling baselines
+    cells = dict(zip(every, class_cells(conn, model, every, now), strict=True))
     research = {k: latest_baseline(conn, model.name, k) for k in ("predictions", "labels")}
     out: list[WindowedRow] = []
     for i, w in enumerate(windows):
-        pred, lab = marginals(class_label_counts(groups[w]))
-        rpred, rlab = marginals(class_label_counts(groups[rolls[i]]))
-        for prefix, cur, roll, kind, minimum in (
-            ("class", pred, rpred, "predictions", model.min_samples),
-            ("label", lab, rlab, "labels", model.min_labels),
-        ):
-            base = research[kind]
-            rows = _distribution_rows(
-                prefix,
-                cur,
-                base.shares if base else None,
-                base.sample_count if base else None,
-                roll,
-                minimum,
-                model.classes,
-            )
-            out += [WindowedRow(_window_of(w, r, rolls[i]), r) for r in rows]
+        for v in versions[i]:
+            pred, lab = marginals(cells[w].get(v, {}))
+            rpred, rlab = marginals(cells[rolls[i]].get(v, {}))
+            for prefix, cur, roll, kind, minimum in (
+                ("class", pred, rpred, "predictions", model.min_samples),
+                ("label", lab, rlab, "labels", model.min_labels),
+            ):
+                base = research[kind]
+                rows = _distribution_rows(
+                    prefix,
+                    cur,
+                    base.shares if base else None,
+                    base.sample_count if base else None,
+                    roll,
+                    minimum,
+                    model.classes,
+                )
+                out += [WindowedRow(_window_of(w, r, rolls[i]), r) for r in versioned(rows, v)]
     return out
 
 

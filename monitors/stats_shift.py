@@ -119,3 +119,18 @@ def shift_stats(current: Mapping[str, int], baseline: Mapping[str, float]) -> Sh
 def shares_from_counts(counts: Mapping[str, int]) -> dict[str, float]:
     n = sum(counts.values())
     return {k: v / n for k, v in counts.items() if v > 0} if n > 0 else {}
+
+
+def marginals(
+    counts: Mapping[tuple[str, str | None], int],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(predicted-class counts, label counts over labelled rows)."""
+    pred: dict[str, int] = {}
+    lab: dict[str, int] = {}
+    for (p, label), n in counts.items():
+        pred[p] = pred.get(p, 0) + n
+        if label is not None:
+            lab[label] = lab.get(label, 0) + n
+    return pred, lab
+
+

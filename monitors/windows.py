@@ -1,9 +1,11 @@
 """Window semantics shared by every monitor family.
 
-Windows are *trailing*: the window of length L evaluated at `now` is
-[now - L, now) on prediction time (`predictions.ts`). They are not aligned to
-clock boundaries, so every pass sees the freshest L seconds; a result row
-records the exact start and end it covered. Rolling baselines are the same
+Windows are *trailing* and cut at fine-bucket boundaries (`rollups.fine`,
+1 minute by default): the window of length L evaluated at `now` is
+[end - L, end) on prediction time (`predictions.ts`), end = `now` rounded down
+to the bucket length, so it holds whole buckets of the rollups; a result row
+records the exact start and end it covered. Predictions of the current,
+unfinished bucket enter the windows at the next bucket boundary. Rolling baselines are the same
 length, shifted back: the previous window [now - 2L, now - L), or the same
 window one day earlier [now - L - 1d, now - 1d).
 """
@@ -28,13 +30,20 @@ BURN_RATE_WINDOWS: dict[str, float] = {
 }
 
 
-def trailing(name: str, seconds: float, now: float) -> Window:
-    return Window(name, now - seconds, now)
+def trailing(name: str, seconds: float, end: float) -> Window:
+    return Window(name, end - seconds, end)
+
+
+def window_end(model: ResolvedModel, now: float) -> float:
+    """`now` rounded down to the model's fine bucket: where every window ends."""
+    b = model.bucket_seconds
+    return float(int(now // b) * b)
 
 
 def current_windows(model: ResolvedModel, now: float) -> list[Window]:
-    """One trailing window per configured length, ending at `now`."""
-    return [trailing(format_duration(s), s, now) for s in model.windows]
+    """One trailing window per configured length, ending at `window_end(now)`."""
+    end = window_end(model, now)
+    return [trailing(format_duration(s), s, end) for s in model.windows]
 
 
 def rolling_baseline(window: Window, mode: str) -> Window:

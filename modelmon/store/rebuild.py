@@ -52,6 +52,12 @@ def _bounds(conn: sa.Connection, model: str) -> tuple[float | None, float | None
     return row[0], row[1]
 
 
+def stored_models(engine: sa.Engine) -> list[str]:
+    """The models with raw predictions (what `--all` and the backfill rebuild)."""
+    with engine.connect() as conn:
+        return sorted(conn.execute(sa.select(predictions.c.model).distinct()).scalars())
+
+
 def raw_watermark(conn: sa.Connection) -> float | None:
     """Raw predictions before this time may have been removed by retention."""
     return conn.execute(
@@ -105,8 +111,12 @@ def rebuild_chunk(conn: sa.Connection, specs: Specs, model: str, start: float, e
             table.delete().where(table.c.model == model, table.c.bucket >= start, table.c.bucket < end)
         )
     p = predictions
+    # yield_per: a server-side cursor on PostgreSQL (psycopg's default cursor
+    # would load the whole chunk into memory before the first fetchmany).
     result = conn.execute(
-        sa.select(*(p.c[c] for c in EVENT_COLUMNS)).where(p.c.model == model, p.c.ts >= start, p.c.ts < end)
+        sa.select(*(p.c[c] for c in EVENT_COLUMNS))
+        .where(p.c.model == model, p.c.ts >= start, p.c.ts < end)
+        .execution_options(yield_per=FETCH_ROWS)
     )
     spec = specs(model)
     delta = Delta()

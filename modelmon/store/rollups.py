@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from modelmon.config import Config
+from modelmon.config import Config, ResolvedModel
 from modelmon.store import sketch
 from modelmon.store.tables import (
     rollup_calibration,
@@ -60,6 +60,18 @@ class ModelSpec:
     accuracy: float  # sketch relative accuracy
 
 
+def spec_of(m: ResolvedModel) -> ModelSpec:
+    return ModelSpec(
+        resolutions=(int(m.bucket_seconds), int(m.coarse_seconds)),
+        slices=tuple(m.slices) if m.positive_class is not None else (),
+        positive=m.positive_class,
+        confidence_threshold=m.confidence_threshold,
+        bins=m.calibration_bins,
+        thresholds=tuple(sorted({s.threshold for s in m.slos if s.threshold is not None})),
+        accuracy=m.sketch_relative_accuracy,
+    )
+
+
 class Specs:
     """ModelSpec per model name, resolved once from the configuration."""
 
@@ -68,20 +80,18 @@ class Specs:
         self.slice_values_max = self.cfg.rollups.slice_values_max
         self._cache: dict[str, ModelSpec] = {}
 
+    @classmethod
+    def of(cls, *models: ResolvedModel) -> Specs:
+        """Specs of these resolved models (tests and tools that hold no Config)."""
+        specs = cls()
+        for m in models:
+            specs._cache[m.name] = spec_of(m)
+        return specs
+
     def __call__(self, model: str) -> ModelSpec:
         spec = self._cache.get(model)
         if spec is None:
-            m = self.cfg.model(model)
-            r = self.cfg.rollups
-            spec = self._cache[model] = ModelSpec(
-                resolutions=(int(r.fine), int(r.coarse)),
-                slices=tuple(m.slices) if m.positive_class is not None else (),
-                positive=m.positive_class,
-                confidence_threshold=m.confidence_threshold,
-                bins=m.calibration_bins,
-                thresholds=tuple(sorted({s.threshold for s in m.slos if s.threshold is not None})),
-                accuracy=r.sketch_relative_accuracy,
-            )
+            spec = self._cache[model] = spec_of(self.cfg.model(model))
         return spec
 
 

@@ -15,7 +15,7 @@ from modelmon.alerts.exporter import MonitorResultsCollector
 from modelmon.config import Config
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
-from modelmon.store.tables import monitor_results, monitor_runs, predictions
+from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 NOW = 1_700_000_000.0
@@ -77,14 +77,21 @@ def _cfg(**models: dict) -> Config:
 
 
 def _insert(engine, rows: list[dict], runs: list[dict] | None = None) -> None:
+    """Store rows as the scheduler would: all in the history, and per (model, monitor)
+    the latest pass's rows replacing that job's rows in `monitor_latest`."""
+    latest: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["model"], r["monitor"])
+        latest[key] = max(latest.get(key, r["computed_at"]), r["computed_at"])
     with engine.begin() as conn:
         if rows:
             conn.execute(monitor_results.insert(), rows)
+        for (model, monitor), at in latest.items():
+            m = monitor_latest.c
+            conn.execute(monitor_latest.delete().where(m.model == model, m.monitor == monitor))
+            conn.execute(monitor_latest.insert(), [r for r in rows if (r["model"], r["monitor"]) == (model, monitor)
+                                                   and r["computed_at"] == at])
         if runs is None:  # the scheduler's bookkeeping: last_success = the pass's computed_at
-            latest: dict[tuple[str, str], float] = {}
-            for r in rows:
-                key = (r["model"], r["monitor"])
-                latest[key] = max(latest.get(key, r["computed_at"]), r["computed_at"])
             runs = [_run(m, mon, at, at) for (m, mon), at in sorted(latest.items())]
         for run in runs:
             conn.execute(monitor_runs.delete().where(monitor_runs.c.job == run["job"]))

@@ -127,11 +127,13 @@ def in_window(events: Sequence[dict[str, Any]], start: float, end: float, model:
     ]
 
 
-def rows_by_key(windowed_rows, window: str | None = None) -> dict[tuple, Any]:
-    """{(metric, sorted label items): MetricRow} for one window."""
+def rows_by_key(windowed_rows, window: str | None = None, version: str = "*") -> dict[tuple, Any]:
+    """{(metric, sorted label items): MetricRow} for one window and model version."""
     out = {}
     for wr in windowed_rows:
         if window is not None and wr.window.name != window:
+            continue
+        if wr.row.model_version != version:
             continue
         key = (wr.row.metric, tuple(sorted(wr.row.labels.items())))
         assert key not in out, f"duplicate row {key}"

@@ -9,8 +9,7 @@ from synth_events import NOW, events, in_range, migrated_engine, store
 
 from modelmon.config import Config
 from modelmon.monitors import latency, stats_latency
-from modelmon.monitors.queries import P, window_quantiles
-from modelmon.monitors.windows import BURN_RATE_WINDOWS, trailing
+from modelmon.monitors.windows import BURN_RATE_WINDOWS
 
 DAY = 86400.0
 
@@ -29,7 +28,11 @@ def _model(**kw):
 
 
 def _by_key(out):
-    return {(r.window.name, r.row.metric, tuple(sorted(r.row.labels.items()))): r.row for r in out}
+    return {
+        (r.window.name, r.row.metric, tuple(sorted(r.row.labels.items()))): r.row
+        for r in out
+        if r.row.model_version == "*"
+    }
 
 
 @pytest.fixture
@@ -48,21 +51,6 @@ def stored(db_url):
     return engine, rows
 
 
-def test_quantiles_match_numpy(stored):
-    engine, rows = stored
-    windows = [trailing("5m", 300, NOW), trailing("1h", 3600, NOW), trailing("1d", DAY, NOW)]
-    qs = (0.5, 0.9, 0.95, 0.99)
-    with engine.connect() as conn:
-        got = window_quantiles(conn, P.c.latency_seconds, (P.c.model == "m") & (P.c.status == "ok"), windows, qs)
-    for w, (n, values) in zip(windows, got, strict=True):
-        lat = np.array([r["latency_seconds"] for r in in_range(rows, w.start, w.end)
-                        if r["status"] == "ok" and r["latency_seconds"] is not None])
-        assert n == lat.size
-        expected = np.percentile(lat, [100 * q for q in qs], method="linear")
-        for q, e in zip(qs, expected, strict=True):
-            assert values[q] == pytest.approx(e, rel=1e-12)
-
-
 def test_latency_family_matches_direct_counts(stored):
     engine, rows = stored
     model = _model()
@@ -76,7 +64,9 @@ def test_latency_family_matches_direct_counts(stored):
             row = out[(name, "latency_seconds", (("quantile", f"{q:g}"),))]
             assert row.sample_count == ok_lat.size
             if ok_lat.size >= model.min_samples:
-                assert row.value == pytest.approx(np.percentile(ok_lat, 100 * q), rel=1e-12)
+                # From DDSketch bins: within the documented relative error of numpy's.
+                true = np.percentile(ok_lat, 100 * q)
+                assert abs(row.value - true) <= model.sketch_relative_accuracy * true * (1 + 1e-9)
             else:
                 assert row.value is None and row.status == "insufficient_data"
         errors = sum(r["status"] == "error" for r in win)

@@ -1,10 +1,14 @@
-"""The scheduler: every family per model, results and run bookkeeping written,
-a raising family isolated, and one job per interval across processes on PostgreSQL."""
+"""The scheduler: every family per model, latest results replaced and history
+thinned to `monitors.history_interval`, run bookkeeping written, a raising
+family isolated, the retention job, and one job per interval across processes
+on PostgreSQL."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -15,8 +19,8 @@ from modelmon.config import Config
 from modelmon.monitors import latency, shift
 from modelmon.monitors.base import MetricRow, Window, WindowedRow
 from modelmon.monitors.results import latest_results, runs
-from modelmon.monitors.scheduler import MonitorScheduler, lock_key
-from modelmon.store.tables import monitor_results
+from modelmon.monitors.scheduler import RETENTION_JOB, MonitorScheduler, lock_key
+from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
 
 CFG = Config.model_validate({"models": {"m": {"windows": ["1h"], "min_samples": 20}}})
 
@@ -46,18 +50,20 @@ def test_run_once_writes_every_family_and_latest_results(engine):
             assert out[f"{fam}:{model}"] == "ok" and out2[f"{fam}:{model}"] == "ok"
     with engine.connect() as conn:
         latest = latest_results(conn, "m")
-        total = conn.execute(sa.select(sa.func.count()).select_from(monitor_results)).scalar()
+        history = conn.execute(sa.select(monitor_results.c.computed_at)).scalars().all()
         everything = latest_results(conn)
         bookkeeping = {r["job"]: r for r in runs(conn)}
     assert {r["computed_at"] for r in latest} == {NOW}
     assert {"shift", "latency"} <= {r["monitor"] for r in latest} <= set(families)
     assert {r["model"] for r in everything} == {"m", "found"}
-    assert total == 2 * len(everything)  # history is kept
+    # The second pass came within monitors.history_interval: history holds the first only.
+    assert set(history) == {NOW - 60} and len(history) == len(everything)
     psi = [r for r in latest if r["metric"] == "class_shift_psi" and r["labels"]["baseline"] == "rolling"]
     assert psi and psi[0]["window"] == "1h" and psi[0]["window_end"] == NOW
     for fam in families:
         run = bookkeeping[f"{fam}:m"]
         assert run["last_success"] == NOW and run["last_error"] is None and run["last_duration_seconds"] >= 0
+        assert run["last_history"] == NOW - 60
 
 
 def test_discovery_can_be_turned_off(engine):
@@ -100,8 +106,10 @@ def test_a_partial_write_is_rolled_back(engine, monkeypatch):
     with engine.connect() as conn:
         n = conn.execute(sa.select(sa.func.count()).select_from(monitor_results)
                          .where(monitor_results.c.metric == "ok_metric")).scalar()
+        n_latest = conn.execute(sa.select(sa.func.count()).select_from(monitor_latest)
+                                .where(monitor_latest.c.metric == "ok_metric")).scalar()
     if engine.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
-        assert status.startswith("error") and n == 0
+        assert status.startswith("error") and n == 0 and n_latest == 0
 
 
 def test_start_runs_the_first_pass_and_stop(engine):
@@ -113,11 +121,19 @@ def test_start_runs_the_first_pass_and_stop(engine):
         while not sched.first_pass_done and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sched.first_pass_done
+        assert sched._scheduler.get_job(RETENTION_JOB) is not None
     finally:
         sched.stop()
     with engine.connect() as conn:
         jobs = {r["job"] for r in runs(conn) if r["last_success"] is not None}
     assert {"shift:m", "latency:m", "shift:found"} <= jobs
+    off = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"enabled": False}})
+    sched = MonitorScheduler(off, engine)
+    sched.start()
+    try:
+        assert sched._scheduler.get_job(RETENTION_JOB) is None
+    finally:
+        sched.stop(wait=False)
 
 
 @pytest.mark.integration
@@ -251,3 +267,95 @@ def test_window_scans_run_with_bounded_planner_settings_on_postgres(engine):
     assert len(window_scans) >= 3 and len(others) >= 2
     assert all(s == WINDOW_SCAN_SETTINGS for s in window_scans), window_scans
     assert all(s is not None and s["work_mem"] != WINDOW_SCAN_SETTINGS["work_mem"] for s in others), others
+
+
+# -- latest results and history cadence (a stub family: independent of the real ones) ----
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    """A family module "stub" whose rows say which tick made them; `fail` makes it raise."""
+    module = types.ModuleType("modelmon_test_stub_family")
+    state = {"fail": False}
+
+    def collect(conn, model, now):
+        if state["fail"]:
+            raise RuntimeError("stub down")
+        w = Window("1h", now - 3600, now)
+        return [WindowedRow(w, MetricRow("stub_tick", now, 10)),
+                WindowedRow(w, MetricRow("stub_sliced", 1.0, 5, labels={"slice": "a=1"}))]
+
+    module.collect = collect
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return state
+
+
+def _history(conn) -> list[float]:
+    return sorted(conn.execute(sa.select(monitor_results.c.computed_at)).scalars())
+
+
+def test_latest_is_replaced_every_tick_and_history_follows_its_interval(engine, stub):
+    cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "monitors": {"history_interval": "10m"}})
+    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    t0 = NOW - 1200
+    for i in range(3):  # three ticks within the history interval
+        assert sched.run_job("stub", "m", t0 + 60 * i) == "ok"
+    with engine.connect() as conn:
+        assert _history(conn) == [t0, t0]  # one pass (two rows) in the history
+        latest = latest_results(conn, "m")
+        (run,) = [r for r in runs(conn) if r["job"] == "stub:m"]
+        assert conn.execute(sa.select(sa.func.count()).select_from(monitor_latest)).scalar() == 2
+    assert [(r["metric"], r["computed_at"], r["value"]) for r in latest] == [
+        ("stub_sliced", t0 + 120, 1.0), ("stub_tick", t0 + 120, t0 + 120)]
+    assert latest[0]["labels"] == {"slice": "a=1"} and latest[0]["slice"] == "slice=a=1"
+    assert (run["last_success"], run["last_history"]) == (t0 + 120, t0)
+    # A tick a whole interval after the last append goes to the history again.
+    assert sched.run_job("stub", "m", t0 + 600) == "ok"
+    assert sched.run_job("stub", "m", t0 + 660) == "ok"
+    with engine.connect() as conn:
+        assert _history(conn) == [t0, t0, t0 + 600, t0 + 600]
+        assert {r["computed_at"] for r in latest_results(conn)} == {t0 + 660}
+    # A failing job keeps its last good values (and its history mark).
+    stub["fail"] = True
+    assert sched.run_job("stub", "m", t0 + 1200).startswith("error: RuntimeError: stub down")
+    with engine.connect() as conn:
+        assert {r["computed_at"] for r in latest_results(conn, "m")} == {t0 + 660}
+        assert _history(conn) == [t0, t0, t0 + 600, t0 + 600]
+        (run,) = [r for r in runs(conn) if r["job"] == "stub:m"]
+    assert (run["last_success"], run["last_history"], run["last_attempt"]) == (t0 + 660, t0 + 600, t0 + 1200)
+
+
+def test_exporter_and_api_see_the_latest_tick(engine, stub):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelmon.alerts.exporter import MonitorResultsCollector
+
+    cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "monitors": {"history_interval": "1h"}})
+    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    for i in range(3):
+        sched.run_job("stub", "m", NOW + 60 * i)
+    registry = CollectorRegistry()
+    registry.register(MonitorResultsCollector(engine, cfg, cache_seconds=0, clock=lambda: NOW + 120))
+    text = generate_latest(registry).decode()
+    line = [x for x in text.splitlines() if x.startswith("modelmon_stub_tick{")]
+    assert len(line) == 1 and float(line[0].split()[-1]) == NOW + 120, text
+
+
+def test_run_once_leaves_retention_out_and_retention_runs_on_demand(engine, stub):
+    cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"predictions": "1h"}})
+    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    count = sa.select(sa.func.count()).select_from(predictions)
+    with engine.connect() as conn:
+        before = conn.execute(count).scalar()
+    out = sched.run_once(NOW + 7200)
+    assert RETENTION_JOB not in out
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar() == before
+    assert sched.retention(NOW + 7200) == "ok"
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar() == 0  # every synthetic event is older than NOW
+        (run,) = conn.execute(sa.select(monitor_runs).where(monitor_runs.c.job == RETENTION_JOB)).mappings()
+    assert run["last_success"] == NOW + 7200 and run["last_error"] is None
+    # A scheduled tick within half an interval of the last run is skipped; an explicit run is not.
+    assert sched.retention(NOW + 7260, force=False) == "skipped"
+    assert sched.retention(NOW + 7260) == "ok"
