@@ -75,6 +75,22 @@ METRIC_HELP: dict[str, str] = {
     "fairness_demographic_parity_difference": "Largest minus smallest selection rate across the attribute's slices.",
     "fairness_disparate_impact_ratio": "Smallest over largest selection rate across the attribute's slices.",
     "fairness_equal_opportunity_difference": "Largest minus smallest true-positive rate across the attribute's slices.",
+    "version_accuracy_difference": "Candidate minus baseline version accuracy (labelled predictions in the window).",
+    "version_accuracy_difference_lower": "Lower bound of the Newcombe 95% interval of version_accuracy_difference.",
+    "version_accuracy_difference_upper": "Upper bound of the Newcombe 95% interval of version_accuracy_difference.",
+    "version_estimated_accuracy_difference": "Candidate minus baseline estimated accuracy (from scores, no labels).",
+    "version_mean_confidence_difference": "Candidate minus baseline mean top-class probability.",
+    "version_class_psi": "PSI of the candidate's predicted classes against the baseline version's.",
+    "version_class_js_distance": "Jensen-Shannon distance between the two versions' predicted classes.",
+    "version_class_chi2_statistic": "Chi-squared statistic of the test that both versions predict classes alike.",
+    "version_class_chi2_pvalue": "P-value of the chi-squared test that both versions predict classes alike.",
+    "version_latency_p95_ratio": "Candidate over baseline 95th-percentile latency.",
+    "version_error_ratio_difference": "Candidate minus baseline error ratio.",
+    "version_error_ratio_difference_lower": "Lower bound of the Newcombe 95% interval of version_error_ratio_difference.",
+    "version_error_ratio_difference_upper": "Upper bound of the Newcombe 95% interval of version_error_ratio_difference.",
+    "version_fairness_gap": "Largest demographic-parity difference over the slice attributes, per version role.",
+    "version_worse": "1 if the candidate version is worse than the baseline beyond the margins, 0 if not; absent while inconclusive.",
+    "version_verdict": "1 for the current verdict (worse, not_worse, inconclusive) of candidate against baseline, with its reason.",
 }
 
 

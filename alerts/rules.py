@@ -212,15 +212,19 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     who = "{{ $labels.model }} (version {{ $labels.model_version }})"
 
+    # Quality alerts read the all-versions rows only: a per-version row of the
+    # same incident would page again (versions are compared by their own rows
+    # on the dashboards).
+    mv = f'{m}, model_version="*"'
     # Distribution shift of predicted classes (and of labels): an effect size large
     # enough AND a significant chi-squared test AND enough data, per
     # (model, model_version, window, baseline).
     rules.append(_shift_alert(
-        b, m, "class", "ModelmonClassShift", "Predicted-class", "predicted classes", s.min_samples,
+        b, mv, "class", "ModelmonClassShift", "Predicted-class", "predicted classes", s.min_samples,
         "predictions", th,
     ))
     rules.append(_shift_alert(
-        b, m, "label", "ModelmonLabelShift", "Label", "labels (ground truth)", s.min_labels, "labels", th,
+        b, mv, "label", "ModelmonLabelShift", "Label", "labels (ground truth)", s.min_labels, "labels", th,
         mature_coverage=s.mature_coverage,
     ))
 
@@ -229,24 +233,24 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     longest = s.window_names[-1] if s.window_names else None
     conds, reference = [], []
     if th.accuracy_min is not None:
-        conds.append(f"modelmon_accuracy_ratio{_sel(m)} < {_num(th.accuracy_min)}")
+        conds.append(f"modelmon_accuracy_ratio{_sel(mv)} < {_num(th.accuracy_min)}")
         reference.append(f"floor {_num(th.accuracy_min)}")
     if s.baseline_accuracy is not None:
         limit = s.baseline_accuracy - th.accuracy_drop
-        conds.append(f"modelmon_accuracy_ratio{_sel(m)} < {_num(limit)}")
+        conds.append(f"modelmon_accuracy_ratio{_sel(mv)} < {_num(limit)}")
         reference.append(f"baseline {_num(s.baseline_accuracy)} - {_num(th.accuracy_drop)}")
     if not conds and len(s.window_names) > 1:
         conds.append(
-            f'modelmon_accuracy_ratio{_sel(m, _eq("window", longest, "!="))}\n'
+            f'modelmon_accuracy_ratio{_sel(mv, _eq("window", longest, "!="))}\n'
             f"  < on(model, model_version) group_left()\n"
-            f'  (modelmon_accuracy_ratio{_sel(m, _eq("window", longest))} - {_num(th.accuracy_drop)})'
+            f'  (modelmon_accuracy_ratio{_sel(mv, _eq("window", longest))} - {_num(th.accuracy_drop)})'
         )
         reference.append(f"the {longest} window's accuracy - {_num(th.accuracy_drop)}")
     if conds:
         either = conds[0] if len(conds) == 1 else "(\n" + "\n  or\n".join(conds) + "\n)"
         expr = (
-            _guarded(either, m, "accuracy_ratio", s.min_labels)
-            + f"\n  and on(model, model_version, window)\n  modelmon_label_coverage_ratio{_sel(m)} >= {_num(s.mature_coverage)}"
+            _guarded(either, mv, "accuracy_ratio", s.min_labels)
+            + f"\n  and on(model, model_version, window)\n  modelmon_label_coverage_ratio{_sel(mv)} >= {_num(s.mature_coverage)}"
         )
         rules.append(b.alert(
             "ModelmonAccuracyDrop", expr, 300, "page",
@@ -259,20 +263,20 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     # Estimated accuracy (from the model's scores): against the baseline, else the longest window.
     drop = th.estimated_accuracy_drop
     if s.baseline_accuracy is not None:
-        cond = f"modelmon_estimated_accuracy_ratio{_sel(m)} < {_num(s.baseline_accuracy - drop)}"
+        cond = f"modelmon_estimated_accuracy_ratio{_sel(mv)} < {_num(s.baseline_accuracy - drop)}"
         ref = f"baseline {_num(s.baseline_accuracy)} - {_num(drop)}"
     elif len(s.window_names) > 1:
         cond = (
-            f'modelmon_estimated_accuracy_ratio{_sel(m, _eq("window", longest, "!="))}\n'
+            f'modelmon_estimated_accuracy_ratio{_sel(mv, _eq("window", longest, "!="))}\n'
             f"  < on(model, model_version) group_left()\n"
-            f'  (modelmon_estimated_accuracy_ratio{_sel(m, _eq("window", longest))} - {_num(drop)})'
+            f'  (modelmon_estimated_accuracy_ratio{_sel(mv, _eq("window", longest))} - {_num(drop)})'
         )
         ref = f"the {longest} window's estimate - {_num(drop)}"
     else:
         cond = ""
     if cond:
         rules.append(b.alert(
-            "ModelmonEstimatedAccuracyDrop", _guarded(cond, m, "estimated_accuracy_ratio", s.min_samples),
+            "ModelmonEstimatedAccuracyDrop", _guarded(cond, mv, "estimated_accuracy_ratio", s.min_samples),
             900, "ticket",
             "Estimated accuracy of {{ $labels.model }} dropped ({{ $labels.window }} window)",
             f"Accuracy of {who} estimated from its confidence scores over the {{{{ $labels.window }}}} "
@@ -283,9 +287,9 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     # Fairness across slices: four-fifths rule and parity gaps.
     if s.slices:
         parts = [
-            _statistic(_guarded(f"modelmon_fairness_disparate_impact_ratio{_sel(m)} < {_num(th.disparate_impact_min)}", m, "fairness_disparate_impact_ratio", s.min_samples), "disparate_impact"),
-            _statistic(_guarded(f"modelmon_fairness_demographic_parity_difference{_sel(m)} > {_num(th.demographic_parity_max)}", m, "fairness_demographic_parity_difference", s.min_samples), "demographic_parity"),
-            _statistic(_guarded(f"modelmon_fairness_equal_opportunity_difference{_sel(m)} > {_num(th.equal_opportunity_max)}", m, "fairness_equal_opportunity_difference", s.min_samples), "equal_opportunity"),
+            _statistic(_guarded(f"modelmon_fairness_disparate_impact_ratio{_sel(mv)} < {_num(th.disparate_impact_min)}", mv, "fairness_disparate_impact_ratio", s.min_samples), "disparate_impact"),
+            _statistic(_guarded(f"modelmon_fairness_demographic_parity_difference{_sel(mv)} > {_num(th.demographic_parity_max)}", mv, "fairness_demographic_parity_difference", s.min_samples), "demographic_parity"),
+            _statistic(_guarded(f"modelmon_fairness_equal_opportunity_difference{_sel(mv)} > {_num(th.equal_opportunity_max)}", mv, "fairness_equal_opportunity_difference", s.min_samples), "equal_opportunity"),
         ]
         rules.append(b.alert(
             "ModelmonFairnessGap", "\nor\n".join(parts), 900, "ticket",

@@ -86,7 +86,7 @@ class Api:
         self.auth.check(req)
         now = time.time()
         with self.engine.connect() as conn:
-            models = queries.list_models(conn, sorted(self.cfg.models), now)
+            models = queries.list_models(conn, sorted(self.cfg.models), now, int(self.cfg.rollups.fine))
         return Response.json({"models": models, "generated_at": queries.moment(now)})
 
     def get_summary(self, req: Request) -> Response:

@@ -1,16 +1,21 @@
 """Benchmark: Kafka -> committed store rows, beside the raw kafka-python consume-and-decode rate.
 
     python -m bench ingest [--events 200000] [--partitions 4] [--backends sqlite,postgresql]
-                           [--pg-url URL] [--batch-max-events 2000]
+                           [--pg-url URL] [--batch-max-events 2000] [--repeat 1]
 
-Starts its own Tansu broker (and a throwaway PostgreSQL unless --pg-url), produces
-`--events` prediction logs once, then consumes the same messages three ways, each
+Starts its own Tansu broker (and a throwaway PostgreSQL unless --pg-url, a server
+in which it creates one database per run), produces
+`--events` prediction logs once, then consumes the same messages several ways, each
 with a fresh consumer group and the consumer settings ingest uses:
   raw         kafka-python poll + json.loads, nothing else (the ceiling);
-  sqlite      `modelmon ingest` (IngestService) into a fresh SQLite file;
-  postgresql  the same into a fresh PostgreSQL database.
-Rates are timed from partition assignment to the last message consumed (raw) or
-the last row committed (ingest), and printed as a table with the ratio to raw.
+  per backend `modelmon ingest` (IngestService) into a fresh SQLite file / PostgreSQL
+              database, with rollup maintenance (as shipped) and without it
+              (`modelmon.store.rollups.count` patched to a no-op in that run's process).
+Each ingest run is a child process of its own. Rates are timed from partition
+assignment to the last message consumed (raw) or the last row committed (ingest),
+and printed as a table with the ratio to raw and, with rollups, to the run without
+(target >= 0.9x). `--repeat N` runs each ingest path N times (alternating) and
+keeps the fastest.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -136,14 +142,50 @@ def ingest_rate(cfg: Any, n: int) -> tuple[float, float, float]:
     return n / elapsed, busy, parse
 
 
+def child_ingest(bootstrap: str, topic: str, url: str, batch_max_events: int, n: int, with_rollups: bool) -> None:
+    """One ingest run in this (fresh) process; prints its figures as JSON."""
+    if not with_rollups:
+        from modelmon.store import rollups
+
+        # write_batch calls rollups.count(...) at call time: a no-op keeps everything else.
+        rollups.count = lambda *args, **kwargs: rollups.Delta()  # type: ignore[assignment]
+    rate, busy, parse = ingest_rate(config(bootstrap, topic, url, batch_max_events), n)
+    print(json.dumps({"rate": rate, "busy": busy, "parse": parse}))
+
+
+def run_ingest_child(*args: object) -> tuple[float, float, float]:
+    call = f"child_ingest({', '.join(repr(a) for a in args)})"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.ingest import child_ingest; {call}"
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"ingest child failed (exit {proc.returncode})")
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return out["rate"], out["busy"], out["parse"]
+
+
+def create_database(server_url: str) -> str:
+    """A fresh database in the server of `server_url` (every ingest run needs an empty one)."""
+    import sqlalchemy as sa
+
+    from modelmon.store.engine import make_engine
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench ingest", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--backends", default="sqlite,postgresql")
-    ap.add_argument("--pg-url", help="an empty PostgreSQL database (default: a throwaway server)")
+    ap.add_argument("--pg-url", help="a PostgreSQL server URL, databases are created in it (default: a throwaway server)")
     ap.add_argument("--batch-max-events", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per ingest path (alternating); fastest kept")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     servers = _servers()
@@ -163,23 +205,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  raw: {raw:,.0f} msg/s", flush=True)
         with tempfile.TemporaryDirectory(prefix="modelmon-bench-") as tmp:
             for backend in backends:
-                if backend == "sqlite":
-                    url = f"sqlite:///{tmp}/bench.db"
-                elif backend == "postgresql":
-                    if args.pg_url:
-                        url = args.pg_url
-                    else:
-                        pg = pg or servers.start_postgres()
-                        name = f"bench_{uuid.uuid4().hex[:8]}"
-                        pg.create_database(name)
-                        url = pg.url(name)
-                else:
+                if backend not in ("sqlite", "postgresql"):
                     raise SystemExit(f"unknown backend {backend!r}")
-                rate, busy, parse = ingest_rate(
-                    config(broker.bootstrap, topic, url, args.batch_max_events), args.events)
-                results.append((f"modelmon ingest -> {backend}", rate,
-                                f"writer busy {busy:.0%} (decode+validate {parse:.0%})"))
-                print(f"  {backend}: {rate:,.0f} events/s", flush=True)
+                best: dict[bool, tuple[float, float, float]] = {}
+                for i in range(max(1, args.repeat)):
+                    for with_rollups in (False, True):
+                        if backend == "sqlite":
+                            url = f"sqlite:///{tmp}/bench-{i}-{int(with_rollups)}.db"
+                        elif args.pg_url:
+                            url = create_database(args.pg_url)
+                        else:
+                            pg = pg or servers.start_postgres()
+                            name = f"bench_{uuid.uuid4().hex[:8]}"
+                            pg.create_database(name)
+                            url = pg.url(name)
+                        got = run_ingest_child(broker.bootstrap, topic, url, args.batch_max_events, args.events,
+                                               with_rollups)
+                        label = "with" if with_rollups else "without"
+                        print(f"  {backend} ({label} rollups): {got[0]:,.0f} events/s", flush=True)
+                        if with_rollups not in best or got[0] > best[with_rollups][0]:
+                            best[with_rollups] = got
+                for with_rollups in (True, False):
+                    rate, busy, parse = best[with_rollups]
+                    name = f"modelmon ingest -> {backend}" + ("" if with_rollups else " (rollups off)")
+                    note = f"writer busy {busy:.0%} (decode+validate {parse:.0%})"
+                    if with_rollups:
+                        note += f"; {rate / best[False][0]:.2f}x the run without rollups"
+                    results.append((name, rate, note))
     finally:
         broker.stop()
         if pg is not None:
@@ -187,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"ingest benchmark: {args.events:,} prediction logs, {args.partitions} partitions, "
           f"batch {args.batch_max_events}")
-    print(f"{'path':<40} {'events/s':>10} {'x raw':>7}  note")
-    print(f"{'-' * 40} {'-' * 10} {'-' * 7}  {'-' * 34}")
+    print(f"{'path':<46} {'events/s':>10} {'x raw':>7}  note")
+    print(f"{'-' * 46} {'-' * 10} {'-' * 7}  {'-' * 60}")
     for name, rate, note in results:
-        print(f"{name:<40} {rate:>10,.0f} {rate / raw:>7.2f}  {note}")
+        print(f"{name:<46} {rate:>10,.0f} {rate / raw:>7.2f}  {note}")
     return 0
 
 

@@ -20,7 +20,10 @@ def demo_settings(db_url: str, bootstrap: str, port: int, rate: float) -> dict[s
                   "consumer": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500}},
         "ingest": {"batch_max_age": "500ms", "status_interval": "30s"},
         "server": {"host": "127.0.0.1", "port": port},
-        "monitors": {"discover_models": False},
+        # Every pass kept in the history, for the demo's own checks and the live view.
+        "monitors": {"discover_models": False, "history_interval": "5s"},
+        # Windows of a minute need buckets finer than the default minute.
+        "rollups": {"fine": "5s", "coarse": "5m"},
         "defaults": {
             "windows": ["1m", "5m"],
             "interval": "5s",

@@ -140,6 +140,33 @@ class Thresholds(_Section):
     dead_letter_rate: float = Field(0.01, gt=0, le=1)
     # Service-wide (read from `defaults.thresholds` only): messages behind, summed per topic.
     consumer_lag_messages: int = Field(10_000, ge=1)
+    # Version comparison (`compare`): how much accuracy a candidate may lose,
+    # and how much error rate it may add, before its verdict is `worse`.
+    version_accuracy_margin: float = Field(0.02, gt=0, lt=1)
+    version_error_margin: float = Field(0.01, gt=0, lt=1)
+
+
+class CompareConfig(_Section):
+    """Which two versions of a model the `compare` family sets against each other.
+
+    `auto` (both unset): the two versions with the most traffic in the window,
+    the one first seen earlier being the baseline.
+    """
+
+    baseline: str | None = None
+    candidate: str | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CompareConfig:
+        if (self.baseline is None) != (self.candidate is None):
+            raise ValueError("compare needs both 'baseline' and 'candidate' (or 'auto')")
+        if self.baseline is not None and self.baseline == self.candidate:
+            raise ValueError("compare: baseline and candidate must differ")
+        return self
+
+
+def _compare(value: Any) -> Any:
+    return {} if value == "auto" else value
 
 
 class ModelSettings(_Section):
@@ -160,6 +187,7 @@ class ModelSettings(_Section):
     calibration_bins: int | None = Field(None, ge=2, le=100)
     rolling_baseline: Literal["previous_window", "day_before"] | None = None
     version_top_k: int | None = Field(None, ge=0, le=50)
+    compare: Annotated[CompareConfig | None, BeforeValidator(_compare)] = None
     baseline_accuracy: float | None = Field(None, gt=0, le=1)
     slos: list[SLOConfig] | None = None
     thresholds: Thresholds | None = None
@@ -195,6 +223,7 @@ DEFAULT_MODEL_SETTINGS = ModelSettings(
     calibration_bins=10,
     rolling_baseline="previous_window",
     version_top_k=5,
+    compare=CompareConfig(),
     baseline_accuracy=None,
     slos=[],
     thresholds=Thresholds(),
@@ -222,6 +251,7 @@ class ResolvedModel(BaseModel):
     calibration_bins: int
     rolling_baseline: Literal["previous_window", "day_before"]
     version_top_k: int
+    compare: CompareConfig
     baseline_accuracy: float | None
     slos: list[SLOConfig]
     thresholds: Thresholds

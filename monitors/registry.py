@@ -12,4 +12,5 @@ FAMILIES: dict[str, str] = {
     "shift": "modelmon.monitors.shift",
     "latency": "modelmon.monitors.latency",
     "fairness": "modelmon.monitors.fairness",
+    "compare": "modelmon.monitors.compare",
 }

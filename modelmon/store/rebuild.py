@@ -53,9 +53,12 @@ def _bounds(conn: sa.Connection, model: str) -> tuple[float | None, float | None
 
 
 def stored_models(engine: sa.Engine) -> list[str]:
-    """The models with raw predictions (what `--all` and the backfill rebuild)."""
+    """The models with raw predictions (what `--all` and the backfill rebuild),
+    found by a loose index scan on (model, ts): one seek per model."""
+    from modelmon.store.retention import distinct_models
+
     with engine.connect() as conn:
-        return sorted(conn.execute(sa.select(predictions.c.model).distinct()).scalars())
+        return sorted(distinct_models(conn, predictions))
 
 
 def raw_watermark(conn: sa.Connection) -> float | None:

@@ -22,6 +22,7 @@ tables get a mark the same way, for the record.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -124,11 +125,25 @@ def _mark(conn: sa.Connection, table: str, before: float, now: float) -> None:
     )
 
 
-def _delete_ids(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], order: sa.Column, n: int) -> int:
+def _delete_first(
+    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], order: sa.Column, n: int
+) -> int:
+    """Delete the first `n` rows matching `where` in `order` (an index's order).
+
+    The rows are addressed by their physical locator: on PostgreSQL
+    `ctid = ANY(ARRAY(subquery))`, which is fetched by a TID scan (an
+    `id IN (subquery)` may be planned as a hash semi-join over a sequential
+    scan of the whole table); on SQLite `rowid IN (subquery)`.
+    """
     if n <= 0:
         return 0
-    ids = sa.select(table.c.id).where(where).order_by(order).limit(n)
-    return int(conn.execute(table.delete().where(table.c.id.in_(ids))).rowcount or 0)
+    loc = sa.literal_column("ctid" if conn.dialect.name == "postgresql" else "rowid")
+    first = sa.select(loc).select_from(table).where(where).order_by(order).limit(n)
+    if conn.dialect.name == "postgresql":
+        cond = loc == sa.any_(sa.func.array(first.scalar_subquery()))
+    else:
+        cond = loc.in_(first)
+    return int(conn.execute(table.delete().where(cond)).rowcount or 0)
 
 
 def _predictions(engine: sa.Engine, cutoff: float, budget: int, now: float) -> int:
@@ -137,7 +152,7 @@ def _predictions(engine: sa.Engine, cutoff: float, budget: int, now: float) -> i
     with engine.begin() as conn:
         models = distinct_models(conn, predictions)
         for model in models:
-            deleted += _delete_ids(conn, predictions, sa.and_(p.model == model, p.ts < cutoff), p.ts, budget - deleted)
+            deleted += _delete_first(conn, predictions, sa.and_(p.model == model, p.ts < cutoff), p.ts, budget - deleted)
             if deleted >= budget:
                 break
         if deleted < budget:
@@ -153,7 +168,7 @@ def _predictions(engine: sa.Engine, cutoff: float, budget: int, now: float) -> i
 def _by_time(engine: sa.Engine, table: sa.Table, column: str, cutoff: float, budget: int, now: float) -> int:
     col = table.c[column]
     with engine.begin() as conn:
-        deleted = _delete_ids(conn, table, col < cutoff, col, budget)
+        deleted = _delete_first(conn, table, col < cutoff, col, budget)
         if deleted < budget:
             _mark(conn, table.name, cutoff, now)
     return deleted
@@ -161,23 +176,18 @@ def _by_time(engine: sa.Engine, table: sa.Table, column: str, cutoff: float, bud
 
 def _rollup(engine: sa.Engine, table: sa.Table, by_res: dict[int, float], budget: int) -> int:
     """Delete buckets that end before their resolution's cutoff, oldest first, per (model, res)."""
+    c = table.c
+    deleted = 0
     with engine.begin() as conn:
-        loc = "ctid" if conn.dialect.name == "postgresql" else "rowid"
-        inner = (
-            f"SELECT {loc} FROM {table.name}"
-            " WHERE model = :model AND res = :res AND bucket <= :last ORDER BY bucket LIMIT :n"
-        )
-        # ctid = ANY(ARRAY(...)) makes PostgreSQL fetch the rows by TID scan.
-        where = f"ctid = ANY(ARRAY({inner}))" if loc == "ctid" else f"rowid IN ({inner})"
-        stmt = sa.text(f"DELETE FROM {table.name} WHERE {where}")
-        deleted = 0
         for model in distinct_models(conn, table):
             for res, cutoff in by_res.items():
+                # [bucket, bucket + res) lies wholly before the cutoff (an integer bound:
+                # a float compared with the BIGINT column would be rounded).
+                last = math.floor(cutoff) - res
+                where = sa.and_(c.model == model, c.res == res, c.bucket <= last)
+                deleted += _delete_first(conn, table, where, c.bucket, budget - deleted)
                 if deleted >= budget:
                     return deleted
-                # The bucket [bucket, bucket + res) lies wholly before the cutoff.
-                params = {"model": model, "res": res, "last": cutoff - res, "n": budget - deleted}
-                deleted += int(conn.execute(stmt, params).rowcount or 0)
     return deleted
 
 

@@ -93,6 +93,7 @@ def _config(tmp_path: Path, bootstrap: str, predictions: str, feedback: str) -> 
         },
         "ingest": {"batch_max_age": "200ms"},
         "server": {"host": "127.0.0.1", "port": 0},
+        "rollups": {"fine": "1s", "coarse": "1m"},  # 10 s windows
         "models": {"fraud": {
             "task": "binary", "positive_class": 1, "classes": ["0", "1"],
             "windows": ["10s"], "interval": "1s", "min_samples": 50, "min_labels": 50,

@@ -26,6 +26,7 @@ from conftest import (
     send_all,
     wait_for,
 )
+from store.rollup_check import INGEST_MODELS, assert_rollups_match_raw
 
 from modelmon.config import Config
 
@@ -50,7 +51,10 @@ def test_fifty_thousand_predictions_with_feedback_exactly_once(
     prod.close()
 
     group = f"g-{preds_topic}"
-    cfg = Config.model_validate(make_config(kafka_bootstrap, db_url, preds_topic, fb_topic, group))
+    cfg = Config.model_validate({
+        **make_config(kafka_bootstrap, db_url, preds_topic, fb_topic, group),
+        "models": INGEST_MODELS,  # slices and an SLO, for the rollup check below
+    })
     metrics = new_metrics(cfg)
     with running(cfg, store, metrics) as service:
         wait_for(lambda: service.stored >= N + len(labelled) and service.duplicates >= N // 1000,
@@ -83,3 +87,8 @@ def test_fifty_thousand_predictions_with_feedback_exactly_once(
     assert metrics.events.labels(fb_topic)._value.get() == len(labelled)
     assert metrics.duplicates.labels("prediction")._value.get() == N // 1000
     assert metrics.predictions.labels("m", "unknown", "ok")._value.get() == N
+
+    # The rollups written with those transactions count each event once, labels included.
+    stored = assert_rollups_match_raw(store, cfg)
+    assert sum(v["n"] for k, v in stored["rollup_requests"].items() if k[1] == 60) == N
+    assert stored["rollup_slices"] and stored["rollup_latency_good"]

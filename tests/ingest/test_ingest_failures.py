@@ -30,6 +30,7 @@ from conftest import (
     wait_for,
     write_config,
 )
+from store.rollup_check import INGEST_MODELS, assert_rollups_match_raw
 
 from modelmon.config import Config
 from modelmon.store.engine import make_engine
@@ -62,6 +63,7 @@ def test_sigkill_at_random_moments_five_times(
     # Static membership: a restarted consumer takes its killed predecessor's place at
     # once instead of waiting for its session to time out.
     raw["kafka"]["consumer"] = {**raw["kafka"]["consumer"], "group_instance_id": "ingest-0"}
+    raw["models"] = INGEST_MODELS  # slices and an SLO, for the rollup check
     config = write_config(tmp_path, raw)
     log = tmp_path / "ingest.log"
     rng = random.Random(7)
@@ -92,6 +94,8 @@ def test_sigkill_at_random_moments_five_times(
     assert_labels_joined(engine, len(labelled))
     assert_no_duplicate_positions(engine)
     assert count(engine, "dead_letters") == 0 and count(engine, "ingest_conflicts") == 0
+    # Killed transactions took their rollup increments with them; redelivery counted once.
+    assert_rollups_match_raw(engine, Config.model_validate(raw))
     engine.dispose()
 
 
@@ -102,8 +106,9 @@ def test_postgresql_stopped_for_twenty_seconds(
     preds_topic, fb_topic = kafka_topics("preds", 2), kafka_topics("fb", 1)
     engine = make_engine(db_url)
     upgrade(engine)
-    cfg = Config.model_validate(make_config(
-        kafka_bootstrap, db_url, preds_topic, fb_topic, f"g-{preds_topic}", batch_max_events=500))
+    cfg = Config.model_validate({**make_config(
+        kafka_bootstrap, db_url, preds_topic, fb_topic, f"g-{preds_topic}", batch_max_events=500),
+        "models": INGEST_MODELS})
     metrics = new_metrics(cfg)
     prod = producer(kafka_bootstrap)
     first, second = range(0, 10_000), range(10_000, 20_000)
@@ -136,6 +141,7 @@ def test_postgresql_stopped_for_twenty_seconds(
         committed = committed_offsets(kafka_bootstrap, f"g-{preds_topic}", topic, parts)
         produced = expected_next_offsets(positions)
         assert {p: committed[p] for p in produced} == produced
+    assert_rollups_match_raw(engine, cfg)  # failed transactions rolled their rollups back
     engine.dispose()
 
 
@@ -178,9 +184,9 @@ def test_a_thousand_malformed_messages_among_good_ones(
     positions = [(f.get(30).topic, f.get(30).partition, f.get(30).offset) for f in futures]
     prod.close()
 
-    cfg = Config.model_validate(make_config(
+    cfg = Config.model_validate({**make_config(
         kafka_bootstrap, db_url, preds_topic, fb_topic, f"g-{preds_topic}", max_message_bytes=4096,
-        dead_letter_payload_bytes=100))
+        dead_letter_payload_bytes=100), "models": INGEST_MODELS})
     metrics = new_metrics(cfg)
     with running(cfg, store, metrics) as service:
         wait_for(lambda: service.stored + service.dead_lettered >= len(plan), 120, "all messages handled")
@@ -211,6 +217,7 @@ def test_a_thousand_malformed_messages_among_good_ones(
         committed = committed_offsets(kafka_bootstrap, f"g-{preds_topic}", topic, parts)
         produced = expected_next_offsets([(p, o) for t, p, o in positions if t == topic])
         assert {p: committed[p] for p in produced} == produced
+    assert_rollups_match_raw(store, cfg)  # dead letters count nowhere
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -224,8 +231,9 @@ def test_a_second_consumer_joining_mid_ingest_rebalances_without_loss(
     send_all(prod, preds_topic, [encode(prediction(i)) for i in range(n)])
     send_all(prod, fb_topic, [encode(feedback(i)) for i in range(0, n, 2)])
     prod.close()
-    cfg = Config.model_validate(make_config(
-        kafka_bootstrap, db_url, preds_topic, fb_topic, f"g-{preds_topic}", batch_max_events=300))
+    cfg = Config.model_validate({**make_config(
+        kafka_bootstrap, db_url, preds_topic, fb_topic, f"g-{preds_topic}", batch_max_events=300),
+        "models": INGEST_MODELS})
     stored = lambda: count(store, "predictions") + count(store, "feedback")  # noqa: E731
     with running(cfg, store) as first:
         wait_for(lambda: first.stored > 0, 60, "the first consumer started")
@@ -235,8 +243,11 @@ def test_a_second_consumer_joining_mid_ingest_rebalances_without_loss(
     assert count(store, "predictions") == n and count(store, "feedback") == n // 2
     assert count(store, "ingest_conflicts") == 0
     # Concurrent writers can each miss the other's half of a label join; reconcile closes it.
+    from modelmon.store.rollups import Specs
     from modelmon.store.writes import reconcile_labels
 
+    assert_rollups_match_raw(store, cfg)  # two writers' upserts add up (labels missed or not)
     with store.begin() as conn:
-        reconcile_labels(conn, since_ingested_at=0)
+        reconcile_labels(conn, since_ingested_at=0, specs=Specs(cfg))
     assert count(store, "predictions", "WHERE label IS NOT NULL") == n // 2
+    assert_rollups_match_raw(store, cfg)  # and reconcile moved the missed labels' counts

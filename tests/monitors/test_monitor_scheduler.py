@@ -22,6 +22,7 @@ from modelmon.monitors.results import latest_results, runs
 from modelmon.monitors.scheduler import RETENTION_JOB, MonitorScheduler, lock_key
 from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
 
+STUB = "modelmon_test_stub_family"  # the `stub` fixture's family module
 CFG = Config.model_validate({"models": {"m": {"windows": ["1h"], "min_samples": 20}}})
 
 
@@ -112,9 +113,10 @@ def test_a_partial_write_is_rolled_back(engine, monkeypatch):
         assert status.startswith("error") and n == 0 and n_latest == 0
 
 
-def test_start_runs_the_first_pass_and_stop(engine):
+def test_start_runs_the_first_pass_and_stop(engine, stub):
+    """Stub families: the real ones' scans are covered above, this is about the schedule."""
     cfg = Config.model_validate({"models": {"m": {"windows": ["1h"], "interval": "1s"}}})
-    sched = MonitorScheduler(cfg, engine)
+    sched = MonitorScheduler(cfg, engine, families={"a": STUB, "b": STUB})
     sched.start()
     try:
         deadline = time.monotonic() + 30
@@ -126,9 +128,9 @@ def test_start_runs_the_first_pass_and_stop(engine):
         sched.stop()
     with engine.connect() as conn:
         jobs = {r["job"] for r in runs(conn) if r["last_success"] is not None}
-    assert {"shift:m", "latency:m", "shift:found"} <= jobs
+    assert {"a:m", "b:m", "a:found", "b:found"} <= jobs
     off = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"enabled": False}})
-    sched = MonitorScheduler(off, engine)
+    sched = MonitorScheduler(off, engine, families={"a": STUB})
     sched.start()
     try:
         assert sched._scheduler.get_job(RETENTION_JOB) is None
@@ -231,51 +233,13 @@ def test_aggregate_cache_computes_each_key_once():
     cache.get(("groups", "m", 2.0), compute)  # a new tick of m drops m's older tick
     assert set(cache._values) == {("groups", "other", 1.0), ("groups", "m", 2.0)}
 
-
-def test_window_scans_run_with_bounded_planner_settings_on_postgres(engine):
-    """PostgreSQL: the window scans run with WINDOW_SCAN_SETTINGS (SET LOCAL), the
-    other statements of the same transaction with the previous values; SQLite: untouched."""
-    from modelmon.monitors.queries import WINDOW_SCAN_SETTINGS
-
-    cfg = Config.model_validate({"models": {"m": {"windows": ["5m", "1h"], "min_samples": 20, "min_labels": 20,
-                                                  "positive_class": "a", "slices": ["region", "device"]}}})
-    sched = MonitorScheduler(cfg, engine)
-    names = list(WINDOW_SCAN_SETTINGS)
-    seen: list[tuple[str, dict[str, str] | None]] = []
-    postgres = engine.dialect.name == "postgresql"
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if "set_config" in statement:
-            seen.append(("set_config", None))
-        elif "FROM predictions" in statement:
-            now = None
-            if postgres:
-                cur = cursor.connection.cursor()
-                now = {n: cur.execute(f"SELECT current_setting('{n}')").fetchone()[0] for n in names}
-            seen.append((statement, now))
-
-    sa.event.listen(engine, "before_cursor_execute", grab)
-    try:
-        assert all(sched.run_job(f, "m", NOW) == "ok" for f in sched.available_families())
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", grab)
-    if not postgres:
-        assert all(st != "set_config" for st, _ in seen)
-        return
-    window_scans = [s for st, s in seen if "percentile_cont" in st or " AS k" in st]
-    others = [s for st, s in seen if st != "set_config" and ("AS bucket" in st or "max(predictions.ts)" in st)]
-    assert len(window_scans) >= 3 and len(others) >= 2
-    assert all(s == WINDOW_SCAN_SETTINGS for s in window_scans), window_scans
-    assert all(s is not None and s["work_mem"] != WINDOW_SCAN_SETTINGS["work_mem"] for s in others), others
-
-
 # -- latest results and history cadence (a stub family: independent of the real ones) ----
 
 
 @pytest.fixture
 def stub(monkeypatch):
     """A family module "stub" whose rows say which tick made them; `fail` makes it raise."""
-    module = types.ModuleType("modelmon_test_stub_family")
+    module = types.ModuleType(STUB)
     state = {"fail": False}
 
     def collect(conn, model, now):
@@ -296,7 +260,7 @@ def _history(conn) -> list[float]:
 
 def test_latest_is_replaced_every_tick_and_history_follows_its_interval(engine, stub):
     cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "monitors": {"history_interval": "10m"}})
-    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    sched = MonitorScheduler(cfg, engine, families={"stub": STUB})
     t0 = NOW - 1200
     for i in range(3):  # three ticks within the history interval
         assert sched.run_job("stub", "m", t0 + 60 * i) == "ok"
@@ -331,7 +295,7 @@ def test_exporter_and_api_see_the_latest_tick(engine, stub):
     from modelmon.alerts.exporter import MonitorResultsCollector
 
     cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "monitors": {"history_interval": "1h"}})
-    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    sched = MonitorScheduler(cfg, engine, families={"stub": STUB})
     for i in range(3):
         sched.run_job("stub", "m", NOW + 60 * i)
     registry = CollectorRegistry()
@@ -343,7 +307,7 @@ def test_exporter_and_api_see_the_latest_tick(engine, stub):
 
 def test_run_once_leaves_retention_out_and_retention_runs_on_demand(engine, stub):
     cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"predictions": "1h"}})
-    sched = MonitorScheduler(cfg, engine, families={"stub": "modelmon_test_stub_family"})
+    sched = MonitorScheduler(cfg, engine, families={"stub": STUB})
     count = sa.select(sa.func.count()).select_from(predictions)
     with engine.connect() as conn:
         before = conn.execute(count).scalar()

@@ -383,3 +383,15 @@ def feedback_obj(i: int, model: str = "m", t0: float = T0, **extra: Any) -> dict
     classes = ("0", "1") if model == "m" else ("a", "b", "c")
     return {"request_id": f"r{i}", "model": model, "label": classes[(i * 5 + 1) % len(classes)],
             "timestamp": t0 + i * 13.7 + (i % 9) * 40 - 30, **extra}
+
+
+#: Settings for model "m" of the ingest acceptance tests (tests/ingest/conftest.py
+#: `prediction`: classes 0-2, latency 0-96 ms, slices region eu/us), so that their
+#: rollup checks cover the slice and SLO counters too.
+INGEST_MODELS: dict[str, Any] = {
+    "m": {
+        "positive_class": "1",
+        "slices": ["region"],
+        "slos": [{"name": "fast", "kind": "latency", "objective": 0.9, "threshold": "50ms"}],
+    },
+}

@@ -189,3 +189,26 @@ def test_slice_values_over_the_cap_pool_as_other(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         admitted = set(conn.execute(sa.text("SELECT value FROM slice_values")).scalars())
     assert admitted == {"eu", "us"}
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE rollup_requests SET n = n + 1 WHERE bucket = (SELECT min(bucket) FROM rollup_requests)",
+    "UPDATE rollup_requests SET sum_max = sum_max * (1 + 1e-6)",
+    "UPDATE rollup_classes SET n = n + 1 WHERE label <> ''",
+    "DELETE FROM rollup_calibration WHERE bin = 1",
+    "UPDATE rollup_slices SET tp = tp + 1 WHERE value = 'eu'",
+    "UPDATE rollup_latency_good SET good = good - 1 WHERE good > 1",
+    "UPDATE rollup_sketches SET \"key\" = \"key\" + 1 WHERE kind = 'delay'",
+    "INSERT INTO rollup_classes VALUES ('m', 60, 0, 'v1', '0', '1', 1)",
+])
+def test_the_check_catches_a_wrong_rollup_row(engine: sa.Engine, tamper: str) -> None:
+    write(engine, preds(range(N)), fbs(labelled_ids()))
+    assert_rollups_match_raw(engine, CFG)
+    with engine.begin() as conn:
+        # A zero-count row is absent to the check, whatever its key.
+        conn.execute(sa.text("INSERT INTO rollup_classes VALUES ('m', 60, 0, 'v1', 'x', '', 0)"))
+    assert_rollups_match_raw(engine, CFG)
+    with engine.begin() as conn:
+        assert conn.execute(sa.text(tamper)).rowcount > 0
+    with pytest.raises(AssertionError, match="rollups differ"):
+        assert_rollups_match_raw(engine, CFG)
