@@ -4,7 +4,9 @@ Thresholds live in one place (the configuration); the rules compare the
 exported monitor values against them. Every per-model rule also demands
 enough data: the value itself is only exported for rows whose status is ok,
 and each alert additionally joins `modelmon_monitor_samples` against the
-model's minimum sample size, so an alert never fires on a handful of events.
+model's minimum sample size, so an alert never fires on a handful of events
+(ModelmonCandidateWorse instead reads the version comparison's verdict, which
+is sample-size aware itself and has no value while inconclusive).
 
 SLO burn rates are computed by Prometheus itself from the ingest counters and
 the latency histogram (recording rules, Sloth / SRE-workbook shape), not from
@@ -50,6 +52,7 @@ ALERTS = (
     "ModelmonAccuracyDrop",
     "ModelmonEstimatedAccuracyDrop",
     "ModelmonFairnessGap",
+    "ModelmonCandidateWorse",
     "ModelmonNoRecentPredictions",
     "ModelmonMonitorStale",
     "ModelmonSLOFastBurn",
@@ -159,6 +162,55 @@ def _lookup(metric: str, fmt: str) -> str:
         f'{{{{ with printf "{metric}{{model=%q,model_version=%q,window=%q,baseline=%q}}" '
         "$labels.model $labels.model_version $labels.window $labels.baseline | query }}"
         f'{{{{ . | first | value | printf "{fmt}" }}}}{{{{ else }}}}unknown{{{{ end }}}}'
+    )
+
+
+CANDIDATE_WORSE_FOR = 600.0  # at least; 3 x the model's interval when that is longer
+
+
+# Alert-template variable $sel: the alert's (model, version, window, baseline, candidate) matchers.
+VERSION_SEL = (
+    '{{ $sel := printf "model=%q,model_version=%q,window=%q,baseline=%q,candidate=%q" '
+    "$labels.model $labels.model_version $labels.window $labels.baseline $labels.candidate }}"
+)
+
+
+def _version_lookup(metric: str, show: str = 'value | printf "%.3g"', extra: str = "") -> str:
+    """Alert-template text of `metric` at $sel (and `extra` matchers): `show` applied to the first series."""
+    return (
+        f'{{{{ with query (printf "{metric}{{%s{extra}}}" $sel) }}}}'
+        f"{{{{ . | first | {show} }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+    )
+
+
+def _candidate_worse_alert(b: _Builder, mv: str, s: ResolvedModel) -> dict[str, Any]:
+    """`version_worse == 1` (the compare family's verdict) held for max(10m, 3 x interval).
+
+    No sample guard: the verdict is sample-size aware by construction (it is
+    `worse` only when a 95% interval lies wholly beyond the margin, and only
+    with min_labels mature labels or min_samples requests), and an
+    inconclusive window exports no `version_worse` value at all, so the rule
+    cannot fire on it. The hold spans several monitor passes, so one pass
+    whose interval just crosses the margin does not page.
+    """
+    th = s.thresholds
+    hold = max(CANDIDATE_WORSE_FOR, 3 * s.interval)
+
+    def interval(metric: str) -> str:
+        lo, hi = _version_lookup(metric + "_lower"), _version_lookup(metric + "_upper")
+        return f"{_version_lookup(metric)} [{lo}, {hi}]"
+
+    reason = _version_lookup("modelmon_version_verdict", 'label "reason"', ',verdict=\\"worse\\"')
+    return b.alert(
+        "ModelmonCandidateWorse", f"modelmon_version_worse{_sel(mv)} == 1", hold, "page",
+        "Candidate {{ $labels.candidate }} of {{ $labels.model }} is worse than {{ $labels.baseline }} "
+        "({{ $labels.window }} window)",
+        f"{VERSION_SEL}Over the {{{{ $labels.window }}}} window, version {{{{ $labels.candidate }}}} of "
+        "{{ $labels.model }} is worse than the baseline version {{ $labels.baseline }} (reason: "
+        f"{reason}). Candidate minus baseline, with 95% intervals: accuracy {interval('modelmon_version_accuracy_difference')} "
+        f"(worse when wholly below -{_num(th.version_accuracy_margin)}), error rate "
+        f"{interval('modelmon_version_error_ratio_difference')} (worse when wholly above "
+        f"+{_num(th.version_error_margin)}). The verdict has held for {prom_duration(hold * b.options.for_scale)}.",
     )
 
 
@@ -299,6 +351,9 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
             f"disparate_impact < {_num(th.disparate_impact_min)}, demographic_parity > "
             f"{_num(th.demographic_parity_max)}, equal_opportunity > {_num(th.equal_opportunity_max)}).",
         ))
+
+    # Canary / A/B test: the compare family's verdict on the all-versions row.
+    rules.append(_candidate_worse_alert(b, mv, s))
 
     # Freshness: no prediction for too long, or no timestamp at all (service down,
     # model never seen). absent() can only name a model that is configured.

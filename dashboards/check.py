@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelmon.dashboards.queries import panel_targets, substitute, variable_queries
+from modelmon.dashboards.queries import panel_targets, regex_variables, substitute, variable_queries
 
 
 @dataclass
@@ -56,9 +56,10 @@ def check_dashboard(prometheus_url: str, name: str, dashboard: Mapping[str, Any]
     report = CheckReport(name)
     preferred = preferred or {}
     values: dict[str, str] = {}
+    regex = regex_variables(dashboard)
     for var, (selector, label) in variable_queries(dashboard).items():
         try:
-            found = label_values(prometheus_url, substitute(selector, values), label)
+            found = label_values(prometheus_url, substitute(selector, values, regex=regex), label)
         except (OSError, KeyError, ValueError) as exc:
             report.errors.append(f"variable {var}: {exc}")
             found = []
@@ -68,7 +69,7 @@ def check_dashboard(prometheus_url: str, name: str, dashboard: Mapping[str, Any]
     report.chosen = dict(values)
     for panel, target in panel_targets(dashboard):
         try:
-            expr = substitute(target["expr"], values)
+            expr = substitute(target["expr"], values, regex=regex)
         except KeyError as exc:
             report.errors.append(f"{panel['title']}: {exc}")
             continue

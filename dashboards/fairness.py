@@ -17,7 +17,8 @@ from modelmon.dashboards.grafana import (
 
 UID = "modelmon-fairness"
 _T = Thresholds()
-MA = 'model="$model", attribute="$attribute", window="$window"'
+# Fairness rows come per model version too; this dashboard shows all versions together.
+MA = 'model="$model", model_version="*", attribute="$attribute", window="$window"'
 
 
 def build() -> dict[str, Any]:

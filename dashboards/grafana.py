@@ -50,6 +50,7 @@ class Panel:
     min: float | None = None
     max: float | None = None
     decimals: int | None = None
+    no_value: str | None = None  # shown instead of "No data"
     threshold: dict[str, Any] | None = None
     threshold_style: str = "line+area"
     options: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +66,8 @@ class Panel:
             defaults["max"] = self.max
         if self.decimals is not None:
             defaults["decimals"] = self.decimals
+        if self.no_value is not None:
+            defaults["noValue"] = self.no_value
         custom = dict(self.custom)
         if self.threshold is not None:
             defaults["thresholds"] = self.threshold
@@ -161,10 +164,15 @@ def datasource_variable() -> dict[str, Any]:
 
 
 def query_variable(name: str, query: str, label: str, include_all: bool = False,
-                   multi: bool = False, all_value: str | None = None) -> dict[str, Any]:
-    """A variable filled from Prometheus with label_values(...)."""
+                   multi: bool = False, all_value: str | None = None,
+                   default: str | None = None) -> dict[str, Any]:
+    """A variable filled from Prometheus with label_values(...); `default` is selected on first load."""
+    current: dict[str, Any] = {}
+    if default is not None:
+        value: str | list[str] = [default] if multi else default
+        current = {"selected": True, "text": value, "value": value}
     var: dict[str, Any] = {
-        "current": {}, "datasource": DS, "definition": query, "hide": 0,
+        "current": current, "datasource": DS, "definition": query, "hide": 0,
         "includeAll": include_all, "label": label, "multi": multi, "name": name, "options": [],
         "query": {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
         "refresh": 2, "regex": "", "skipUrlSync": False, "sort": 1, "type": "query",

@@ -2,7 +2,10 @@
 
 Grafana fills variables before a query reaches Prometheus; `substitute` does
 the same with given values so tests (and `modelmon dashboards check`) can run
-each panel and variable query through a real Prometheus.
+each panel and variable query through a real Prometheus. Like Grafana's
+Prometheus datasource, it regex-escapes the values of multi-value (or
+include-All) variables, which dashboards use inside =~ matchers: the version
+picker's "*" must reach Prometheus as \\* or the query does not parse.
 """
 
 from __future__ import annotations
@@ -14,15 +17,32 @@ from typing import Any
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 _LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(.*?)\s*,\s*(\w+)\s*\)\s*$", re.S)
+_REGEX_SPECIAL = re.compile(r"[$^*{}\[\]'+?.()|]")
 
 
-def substitute(expr: str, values: Mapping[str, str], builtins: Mapping[str, str] = BUILTINS) -> str:
-    """Replace $var / ${var} with `values` (then Grafana's built-ins); unknown ones are an error."""
+def regex_escape(value: str) -> str:
+    """Grafana's `prometheusSpecialRegexEscape`: backslash-escape regex
+    metacharacters, doubled because the result sits in a PromQL string."""
+    return _REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), value.replace("\\", "\\\\\\\\"))
+
+
+def regex_variables(dashboard: Mapping[str, Any]) -> frozenset[str]:
+    """Names of the variables Grafana regex-escapes (multi-value or include-All)."""
+    return frozenset(v["name"] for v in dashboard.get("templating", {}).get("list", [])
+                     if v.get("multi") or v.get("includeAll"))
+
+
+def substitute(expr: str, values: Mapping[str, str], builtins: Mapping[str, str] = BUILTINS,
+               regex: frozenset[str] = frozenset()) -> str:
+    """Replace $var / ${var} with `values` (then Grafana's built-ins); unknown ones are an error.
+
+    Values of the variables named in `regex` are regex-escaped as Grafana does.
+    """
 
     def repl(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name in values:
-            return values[name]
+            return regex_escape(values[name]) if name in regex else values[name]
         if name in builtins:
             return builtins[name]
         raise KeyError(f"no value for ${name} in {expr!r}")

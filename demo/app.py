@@ -105,7 +105,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         cfg = write_demo_config(workdir / "modelmon.yaml", settings)
         engine = make_engine(cfg.database.url)
         stoppers.append(("store", engine.dispose))
-        upgrade(engine)
+        upgrade(engine, cfg=cfg)
         sim = Simulator(rate=opts.rate, seed=opts.seed, period=period,
                         label_delay=min(30.0, period / 10), label_delay_min=1.0)
         with engine.begin() as conn:  # the research baselines: class shares on validation data

@@ -2,8 +2,8 @@
 
 `collect` reads the store (latest monitor results, recent traffic) and, when
 the demo runs Prometheus, its alerts; without Prometheus the alerts column
-shows the thresholds the monitor results cross. `render` turns a snapshot into
-rich tables.
+shows the thresholds the monitor results cross (and a `worse` verdict of the
+version comparison). `render` turns a snapshot into rich tables.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class ModelView:
     rate: float | None = None
     freshness: float | None = None
     values: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # key -> (value, status)
+    verdict: str = ""  # the compare family's verdict, e.g. "worse: v4 vs v3 (accuracy_lower)"
 
 
 @dataclass
@@ -57,6 +58,16 @@ def _pick(rows: list[dict[str, Any]], metric: str, window: str | None, pick: str
     return None, "waiting"
 
 
+def _verdict(rows: list[dict[str, Any]], window: str) -> str:
+    """The latest version-comparison verdict of `window`: "verdict: candidate vs baseline (reason)"."""
+    for r in rows:
+        if r["metric"] == "version_verdict" and r["window"] == window and r["status"] == "ok":
+            lab = r["labels"]
+            return (f"{lab.get('verdict', '?')}: {lab.get('candidate', '?')} vs {lab.get('baseline', '?')} "
+                    f"({lab.get('reason', '?')})")
+    return ""
+
+
 def collect(engine: sa.Engine, cfg: Config, started: float, prometheus_url: str | None = None,
             incidents: list[str] | None = None, history: list[str] | None = None) -> Snapshot:
     from modelmon.monitors.results import latest_results
@@ -83,7 +94,10 @@ def collect(engine: sa.Engine, cfg: Config, started: float, prometheus_url: str 
                 "p95": _pick(mine, "latency_seconds", short, quantile="0.95"),
                 "burn": _pick(mine, "slo_burn_rate", "5m"),
                 "di": _pick(mine, "fairness_disparate_impact_ratio", short, pick="min"),
+                "version_diff": _pick(mine, "version_accuracy_difference", short, pick="min"),
+                "worse": _pick(mine, "version_worse", short),
             }
+            view.verdict = _verdict(mine, short)
             views.append(view)
     if prometheus_url:
         alerts = _prometheus_alerts(prometheus_url)
@@ -126,6 +140,12 @@ def _threshold_alerts(views: list[ModelView], cfg: Config) -> list[dict[str, str
             if value is not None and crossed(value):
                 out.append({"alertname": name, "model": v.name, "severity": "", "state": "crossed",
                             "detail": f"{text} ({value:.3g})"})
+        worse, _ = v.values.get("worse", (None, ""))
+        if worse == 1.0:
+            diff, _ = v.values.get("version_diff", (None, ""))
+            detail = v.verdict + ("" if diff is None else f", accuracy {diff * 100:+.1f} pts")
+            out.append({"alertname": "CandidateWorse", "model": v.name, "severity": "", "state": "crossed",
+                        "detail": detail})
         if v.freshness is not None and v.freshness > t.freshness:
             out.append({"alertname": "NoRecentPredictions", "model": v.name, "severity": "", "state": "crossed",
                         "detail": f"no prediction for {v.freshness:.0f} s"})
@@ -139,13 +159,26 @@ def _fmt(value: float | None, status: str, kind: str) -> Text:
         return Text(f"{value:.1%}")
     if kind == "ms":
         return Text(f"{value * 1000:.0f} ms")
+    if kind == "pts":
+        return Text(f"{value * 100:+.1f} pts")
     return Text(f"{value:.3f}")
+
+
+def _versions_cell(v: ModelView) -> Text:
+    """Candidate minus baseline accuracy, red on a `worse` verdict; "-" for a model with one version."""
+    if not v.verdict:
+        return Text("-", style="dim")
+    diff, status = v.values.get("version_diff", (None, "waiting"))
+    text = _fmt(diff, status, "pts")
+    if v.verdict.startswith("worse"):
+        text.stylize("bold red")
+    return text
 
 
 def render(s: Snapshot) -> Group:
     models = Table(title=f"modelmon demo · {s.elapsed:.0f} s · dead letters {s.dead_letters}", expand=True)
     for col in ("model", "pred/s", "freshness", "accuracy", "est. accuracy", "class shift PSI",
-                "latency p95", "SLO burn (5m)", "fairness DI"):
+                "latency p95", "SLO burn (5m)", "fairness DI", "version Δ acc."):
         models.add_column(col, justify="left" if col == "model" else "right")
     for v in s.models:
         vals = v.values
@@ -155,6 +188,7 @@ def render(s: Snapshot) -> Group:
             "-" if v.freshness is None else f"{v.freshness:.0f} s",
             _fmt(*vals["accuracy"], "pct"), _fmt(*vals["estimated"], "pct"), _fmt(*vals["psi"], "num"),
             _fmt(*vals["p95"], "ms"), _fmt(*vals["burn"], "num"), _fmt(*vals["di"], "num"),
+            _versions_cell(v),
         )
     title = "alerts (Prometheus)" if s.alert_source == "prometheus" else "thresholds crossed (no Prometheus)"
     alerts = Table(title=title, expand=True)
@@ -166,6 +200,9 @@ def render(s: Snapshot) -> Group:
     if not s.alerts:
         alerts.add_row("(none)", "", "", "", "")
     parts: list[Any] = [models, alerts]
+    verdicts = [f"{v.name} {v.verdict}" for v in s.models if v.verdict]
+    if verdicts:
+        parts.append(Text("versions (candidate vs baseline): " + "; ".join(verdicts), style="cyan"))
     parts.append(Text("incidents now: " + (", ".join(s.incidents) or "none"), style="cyan"))
     if s.history:
         parts.append(Text("\n".join(s.history[-8:]), style="dim"))
@@ -179,6 +216,7 @@ def status_line(s: Snapshot) -> str:
         psi = v.values["psi"][0]
         di = v.values["di"][0]
         bits.append(f"{v.name}: {0 if v.rate is None else v.rate:.0f}/s"
-                    + (f" psi={psi:.3f}" if psi is not None else "") + (f" di={di:.2f}" if di is not None else ""))
+                    + (f" psi={psi:.3f}" if psi is not None else "") + (f" di={di:.2f}" if di is not None else "")
+                    + (f" versions={v.verdict}" if v.verdict else ""))
     firing = sorted({f"{a['alertname']}({a['model']})" for a in s.alerts if a["state"] in ("firing", "crossed")})
     return f"[{s.elapsed:5.0f}s] " + "; ".join(bits) + f"; alerts: {', '.join(firing) or 'none'}"

@@ -8,10 +8,13 @@ a random delay, and some never do. A small share of events is malformed, so the
 dead-letter path is exercised too.
 
 Incidents, placed on a repeating period:
-  class_shift  species: the class mix moves away from the baseline (PSI, JS, chi2)
-  latency      fraud:   latency x6 (SLO burn rate)
-  fairness     fraud:   scores for sex=F scaled down (disparate impact < 0.8)
-  pause        species: no events at all (freshness)
+  canary_regression  fraud:   the v4 canary scores half its requests with another
+                              request's features: ~13 accuracy points below v3,
+                              labels unchanged (compare verdict `worse`)
+  class_shift        species: the class mix moves away from the baseline (PSI, JS, chi2)
+  latency            fraud:   latency x6 (SLO burn rate)
+  fairness           fraud:   scores for sex=F scaled down (disparate impact < 0.8)
+  pause              species: no events at all (freshness)
 
 The generator is pure (`Simulator.tick(now, dt)` returns events); `run` sends
 them to Kafka in real time.
@@ -43,13 +46,19 @@ SEXES = ("F", "M")
 REGIONS = ("eu", "us", "apac")
 REGION_SHARES = (0.45, 0.35, 0.20)
 FRAUD_VERSIONS = ("v3", "v4")  # v4 is a 20% canary
+CANARY = "v4"
 LATENCY_FACTOR = 6.0
 FAIRNESS_SCORE_FACTOR = 0.7
+# In a canary_regression, this share of the canary's requests is scored with the
+# features of another request (a feature-join bug): the scores keep their usual
+# distribution (class mix and confidence look normal) but no longer match the
+# label, so accuracy drops from ~88% to ~75%; only the labels show it.
+CANARY_SWAPPED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
 class Incident:
-    kind: str  # class_shift | latency | fairness | pause
+    kind: str  # canary_regression | class_shift | latency | fairness | pause
     model: str
     start: float  # seconds after the simulation starts, within each period
     end: float
@@ -61,6 +70,7 @@ class Incident:
 
 # (kind, model, start, end) as fractions of the period.
 SCHEDULE = (
+    ("canary_regression", FRAUD, 0.05, 0.35),
     ("class_shift", SPECIES, 0.30, 0.70),
     ("latency", FRAUD, 0.40, 0.70),
     ("fairness", FRAUD, 0.55, 0.90),
@@ -69,7 +79,7 @@ SCHEDULE = (
 
 
 def default_incidents(period: float) -> list[Incident]:
-    """The four incidents spread over one period (seconds)."""
+    """The five incidents spread over one period (seconds)."""
     return [Incident(k, m, round(a * period, 3), round(b * period, 3)) for k, m, a, b in SCHEDULE]
 
 
@@ -135,6 +145,12 @@ class Simulator:
             latency = latency * LATENCY_FACTOR
         version = rng.choice(FRAUD_VERSIONS, n, p=(0.8, 0.2))
         status = rng.random(n) < self.error_share
+        if ("canary_regression", FRAUD) in active:  # the canary reads the wrong feature row; labels unchanged
+            swapped = (version == CANARY) & (rng.random(n) < CANARY_SWAPPED_SHARE)
+            other = _fraud_scores(rng, n)
+            if ("fairness", FRAUD) in active:
+                other = np.where(sex == "F", other * FAIRNESS_SCORE_FACTOR, other)
+            p = np.where(swapped, other, p)
         out = []
         for i in range(n):
             score = round(float(p[i]), 6)

@@ -306,6 +306,9 @@ class RetentionConfig(_Section):
     enabled: bool = True
     interval: Duration = 600.0
     batch_rows: int = Field(50_000, ge=100)  # per table and run: bounded cost
+    # PostgreSQL: the span of one partition of `predictions` (whole partitions
+    # are dropped once all their rows are past `predictions`).
+    partition: Duration = 7 * 86400.0
     predictions: Duration = 30 * 86400.0
     feedback: Duration = 30 * 86400.0
     dead_letters: Duration = 14 * 86400.0

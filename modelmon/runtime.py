@@ -91,7 +91,7 @@ class Runtime:
         if self.migrate:
             from modelmon.store.migrate import upgrade
 
-            upgrade(self.engine)
+            upgrade(self.engine, cfg=self.cfg)
         self.registry = CollectorRegistry()
         self.registry.register(
             MonitorResultsCollector(self.engine, self.cfg, cache_seconds=self.metrics_cache_seconds)

@@ -19,6 +19,7 @@ PARTS = [
     "configuration.md",
     "monitors.md",
     "monitors-quality.md",
+    "versions.md",
     "alerts.md",
     "api.md",
     "dashboards.md",

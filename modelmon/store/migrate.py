@@ -45,6 +45,21 @@ def upgrade(engine: Engine, revision: str = "head", cfg: Config | None = None) -
     after = current(engine)
     if _applied(alembic_cfg, before, after, ROLLUPS_REVISION):
         backfill_rollups(engine, cfg)
+    ensure_partitions_now(engine, cfg)
+
+
+def ensure_partitions_now(engine: Engine, cfg: Config | None = None) -> None:
+    """PostgreSQL: partitions of `predictions` for now and the next spans."""
+    import time
+
+    from modelmon.store.partitions import ensure_partitions
+
+    if engine.dialect.name != "postgresql" or current(engine) is None:
+        return
+    span = (cfg or Config()).retention.partition
+    with engine.begin() as conn:
+        for name in ensure_partitions(conn, time.time(), span):
+            log.info("created partition %s", name)
 
 
 def _applied(alembic_cfg: AlembicConfig, before: str | None, after: str | None, rev: str) -> bool:

@@ -7,8 +7,11 @@ first, each table in its own short transaction, and never loops: a backlog
 following runs, so one run's cost, lock time and WAL volume stay bounded
 whatever the backlog.
 
-Every delete walks an index: predictions per model on (model, ts), with the
-models found by a loose index scan; feedback, dead letters, conflicts and
+On PostgreSQL, `predictions` is partitioned by time (modelmon.store.partitions):
+a run first creates the partitions ahead and drops whole partitions that end
+before the cutoff, then deletes the rows left before the cutoff in the
+partition it falls in. Every delete walks an index: predictions per model on
+(model, ts), with the models found by a loose index scan; feedback, dead letters, conflicts and
 the monitor history on their time indexes; rollups per (model, resolution)
 on their primary-key prefix (model, res, bucket). Rollup rows have no id,
 so they are addressed by their physical row locator (ctid / rowid).
@@ -30,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modelmon.config import Config, format_duration
+from modelmon.store.partitions import drop_partitions_before, ensure_partitions, is_partitioned
 from modelmon.store.tables import (
     ROLLUP_TABLES,
     dead_letters,
@@ -42,6 +46,9 @@ from modelmon.store.tables import (
 )
 
 log = logging.getLogger("modelmon.store.retention")
+
+#: Partitions of `predictions` dropped per run at most (PostgreSQL).
+MAX_PARTITION_DROPS = 4
 
 # Plain tables: (table, time column, `retention` setting). `monitor_latest`
 # shares the history's age: a job that has not succeeded for that long
@@ -146,18 +153,38 @@ def _delete_first(
     return int(conn.execute(table.delete().where(cond)).rowcount or 0)
 
 
-def _predictions(engine: sa.Engine, cutoff: float, budget: int, now: float) -> int:
+def _delete_predictions(conn: sa.Connection, model: str, cutoff: float, n: int) -> int:
+    """The `n` oldest predictions of a model before the cutoff.
+
+    PostgreSQL partitions `predictions`, where a ctid is only unique within
+    one partition: rows are addressed by their key, and the outer `ts <
+    cutoff` prunes the statement to the partitions that can hold them (after
+    whole partitions were dropped: the one the cutoff falls in, and DEFAULT).
+    """
+    p = predictions.c
+    where = sa.and_(p.model == model, p.ts < cutoff)
+    if conn.dialect.name != "postgresql" or n <= 0:
+        return _delete_first(conn, predictions, where, p.ts, n)
+    first = sa.select(p.model, p.request_id, p.ts).where(where).order_by(p.ts).limit(n)
+    key = sa.tuple_(p.model, p.request_id, p.ts)
+    return int(conn.execute(predictions.delete().where(where, key.in_(first))).rowcount or 0)
+
+
+def _predictions(engine: sa.Engine, cfg: Config, cutoff: float, budget: int, now: float) -> int:
     p = predictions.c
     deleted = 0
     with engine.begin() as conn:
+        if is_partitioned(conn):  # whole partitions first: a catalogue change, not row deletes
+            ensure_partitions(conn, now, cfg.retention.partition)
+            deleted += drop_partitions_before(conn, cutoff, limit=MAX_PARTITION_DROPS)
         models = distinct_models(conn, predictions)
         for model in models:
-            deleted += _delete_first(conn, predictions, sa.and_(p.model == model, p.ts < cutoff), p.ts, budget - deleted)
+            deleted += _delete_predictions(conn, model, cutoff, budget - deleted)
             if deleted >= budget:
                 break
         if deleted < budget:
             left = any(
-                conn.execute(sa.select(p.id).where(p.model == m, p.ts < cutoff).limit(1)).first() is not None
+                conn.execute(sa.select(p.ts).where(p.model == m, p.ts < cutoff).limit(1)).first() is not None
                 for m in models
             )
             if not left:
@@ -207,7 +234,7 @@ def run_retention(engine: sa.Engine, cfg: Config, now: float | None = None) -> d
     now = time.time() if now is None else now
     budget = cfg.retention.batch_rows
     cut = cutoffs(cfg, now)
-    out = {"predictions": _predictions(engine, cut["predictions"], budget, now)}
+    out = {"predictions": _predictions(engine, cfg, cut["predictions"], budget, now)}
     for table, column, setting in _BY_TIME:
         out[table.name] = _by_time(engine, table, column, cut[setting], budget, now)
     fine, coarse = int(cfg.rollups.fine), int(cfg.rollups.coarse)

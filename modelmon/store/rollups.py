@@ -262,7 +262,7 @@ def admit_slice_values(
     wanted: dict[tuple[str, str], set[str]] = {}
     for ev in events:
         attrs = specs(ev.model).slices
-        if not attrs or not ev.slices:
+        if not attrs or not ev.slices or ev.status != "ok":  # only status-ok rows have slice counts
             continue
         for a in attrs:
             v = ev.slices.get(a)

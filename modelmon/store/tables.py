@@ -39,14 +39,15 @@ Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEG
 Json = JSON().with_variant(JSONB(), "postgresql")
 Epoch = Float(precision=53)
 
+# On PostgreSQL partitioned by RANGE (ts) (modelmon.store.partitions), so the
+# key has to include ts; modelmon.store.writes keeps (model, request_id) unique.
 predictions = Table(
     "predictions",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("model", String(64), nullable=False),
+    Column("model", String(64), primary_key=True),
+    Column("request_id", String(256), primary_key=True),
+    Column("ts", Epoch, primary_key=True),
     Column("model_version", String(128), nullable=False),
-    Column("request_id", String(256), nullable=False),
-    Column("ts", Epoch, nullable=False),
     Column("prediction", String(256), nullable=False),
     Column("scores", Json),
     Column("score_pred", Float(precision=53)),  # probability of the predicted class
@@ -64,8 +65,8 @@ predictions = Table(
     Column("offset", BigInteger),
     Column("digest", String(32), nullable=False),
     Column("ingested_at", Epoch, nullable=False),
-    UniqueConstraint("model", "request_id"),
     Index(None, "model", "ts"),
+    postgresql_partition_by="RANGE (ts)",
 )
 
 feedback = Table(

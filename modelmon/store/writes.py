@@ -6,6 +6,14 @@ written again without storing anything twice: first write wins. A duplicate
 whose content digest differs from what was stored is a *conflict* and is
 recorded in `ingest_conflicts`.
 
+Predictions are keyed (model, request_id, ts) because PostgreSQL partitions
+them by ts: each batch first looks its requests up by (model, request_id),
+so a repeat with another timestamp is a conflict like any other. Only two
+ingest transactions writing the same request with different timestamps at
+the same moment, neither seeing the other, could both store it; that takes a
+model service sending one request id twice with two timestamps to two
+partitions at once.
+
 Labels are joined in the same transaction both ways: new predictions take the
 label of feedback already stored, and new feedback labels stored predictions.
 Two concurrent transactions (one with the prediction, one with its feedback)
@@ -148,9 +156,12 @@ def _insert_returning_keys(
     return inserted
 
 
-def _conflict_clause(quote: Any) -> str:
+def _conflict_clause(quote: Any, table: sa.Table) -> str:
+    # predictions: its primary key includes ts (the partition key on PostgreSQL);
+    # feedback: unique (model, request_id).
+    keys = ("model", "request_id", "ts") if table is predictions_t else ("model", "request_id")
     return (
-        f"ON CONFLICT ({quote('model')}, {quote('request_id')}) DO NOTHING "
+        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO NOTHING "
         f"RETURNING {quote('model')}, {quote('request_id')}"
     )
 
@@ -160,7 +171,7 @@ def _values_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[s
     row = "(" + ", ".join("?" for _ in columns) + ")"
     return (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES {', '.join([row] * n)} {_conflict_clause(quote)}"
+        f"VALUES {', '.join([row] * n)} {_conflict_clause(quote, table)}"
     )
 
 
@@ -198,7 +209,7 @@ def _pg_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str])
     )
     return (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {_conflict_clause(quote)}"
+        f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {_conflict_clause(quote, table)}"
     )
 
 
@@ -412,10 +423,15 @@ def _write_predictions(
     inserted: set[tuple[str, str]] = set()
     events: list[Event] = []
     if first:
+        # The key includes ts, so a repeat of a stored prediction with another
+        # timestamp would not conflict: look the requests up first, and insert
+        # only new ones (a repeat is then a duplicate or a conflict as usual).
+        stored = _lookup(conn, predictions_t, first.keys(), predictions_t.c.digest)
+        new = {key: item for key, item in first.items() if key not in stored}
         # Feedback stored earlier (or earlier in this transaction) labels the row at insert.
-        labels = _lookup(conn, feedback_t, first.keys(), feedback_t.c.label, feedback_t.c.ts)
-        rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in first.items()]
-        inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows)
+        labels = _lookup(conn, feedback_t, new.keys(), feedback_t.c.label, feedback_t.c.ts)
+        rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in new.items()]
+        inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows) if rows else set()
         out.labels_joined += sum(1 for key in inserted if key in labels)
         events = [_event(p, labels.get(key)) for key, (p, _) in first.items() if key in inserted]
     out.stored_predictions = _settle(

@@ -281,3 +281,25 @@ def test_shift_alerts_require_effect_size_and_significance_and_samples() -> None
         assert f"modelmon_{prefix}_shift_chi2_pvalue" in significance
         assert f'metric="{prefix}_shift_chi2_pvalue"}} >= 100' in significance
         assert "statistic" not in alerts[name]["labels"] and "label_replace" not in expr
+
+
+def test_candidate_worse_holds_the_verdict_and_never_reads_inconclusive(tmp_path: Path) -> None:
+    """`version_worse == 1` on the all-versions row, held max(10m, 3 x interval), scaled by for_scale."""
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("models:\n  slow: {interval: 5m}\n  fast: {interval: 30s}\n")
+    cfg = load_config(path, environ={})
+
+    def rule(files: dict[str, str], name: str) -> dict:
+        groups = yaml.safe_load(files[name])["groups"]
+        return next(r for g in groups for r in g["rules"] if r.get("alert") == "ModelmonCandidateWorse")
+
+    files = generate(cfg)
+    slow, fast = rule(files, "model-slow.yml"), rule(files, "model-fast.yml")
+    assert slow["expr"] == 'modelmon_version_worse{model="slow", model_version="*"} == 1\n'
+    # == 1: a 0 (not worse) never matches; inconclusive exports no value at all.
+    assert (slow["for"], fast["for"]) == ("15m", "10m")
+    assert slow["labels"] == {"severity": "page"}
+    assert "held for 15m" in slow["annotations"]["description"]
+    assert rule(files, "discovered-models.yml")["expr"].startswith('modelmon_version_worse{model!~"fast|slow"')
+    scaled = rule(generate(cfg, RuleOptions(for_scale=0.01)), "model-slow.yml")
+    assert scaled["for"] == "9s" and "held for 9s" in scaled["annotations"]["description"]

@@ -18,9 +18,10 @@ from store.rollup_check import (  # tests/store, on sys.path through tests/conft
 from modelmon.contract import parse_feedback, parse_prediction
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import alembic_config, current, upgrade
+from modelmon.store.partitions import include_name
 from modelmon.store.tables import metadata
 
-HEAD = "0002"
+HEAD = "0003"
 NEW_IN_0002 = {
     "monitor_latest", "retention_marks", "slice_values", "rollup_requests", "rollup_classes",
     "rollup_calibration", "rollup_slices", "rollup_latency_good", "rollup_sketches",
@@ -29,7 +30,7 @@ NEW_IN_0002 = {
 
 def _diff(engine: sa.Engine) -> list:
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
         return compare_metadata(ctx, metadata)
 
 
@@ -79,8 +80,7 @@ def test_store_has_the_indexes_ingest_and_monitors_rely_on(db_url: str) -> None:
     try:
         upgrade(engine)
         insp = sa.inspect(engine)
-        uniques = {tuple(u["column_names"]) for u in insp.get_unique_constraints("predictions")}
-        assert ("model", "request_id") in uniques
+        assert insp.get_pk_constraint("predictions")["constrained_columns"] == ["model", "request_id", "ts"]
         assert ("model", "request_id") in {
             tuple(u["column_names"]) for u in insp.get_unique_constraints("feedback")
         }
@@ -148,5 +148,36 @@ def test_upgrade_of_an_empty_store_backfills_nothing(db_url: str) -> None:
         upgrade(engine, "0001")
         upgrade(engine, cfg=rollup_config())
         assert all(not rows for rows in stored_rollups(engine).values())
+    finally:
+        engine.dispose()
+
+
+def test_0003_keeps_every_prediction_and_partitions_them_on_postgres(db_url: str) -> None:
+    """From 0002 to 0003 the table is rebuilt: every row comes through; on
+    PostgreSQL the rows land in weekly partitions, not in DEFAULT."""
+    from modelmon.store.partitions import DEFAULT, is_partitioned, partitions
+    from modelmon.store.tables import predictions
+
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        _insert_raw(engine, 300)
+        upgrade(engine, "0002", cfg=rollup_config())
+        with engine.connect() as conn:
+            before = sorted(tuple(r) for r in conn.execute(
+                sa.select(predictions.c.model, predictions.c.request_id, predictions.c.ts, predictions.c.label)))
+        upgrade(engine, cfg=rollup_config())
+        assert current(engine) == HEAD
+        with engine.connect() as conn:
+            after = sorted(tuple(r) for r in conn.execute(
+                sa.select(predictions.c.model, predictions.c.request_id, predictions.c.ts, predictions.c.label)))
+            assert after == before and len(after) == len(before) >= 300
+            if engine.dialect.name == "postgresql":
+                assert is_partitioned(conn)
+                assert len(partitions(conn)) >= 3  # the rows' weeks and the weeks ahead
+                assert conn.exec_driver_sql(f"SELECT count(*) FROM {DEFAULT}").scalar_one() == 0
+            else:
+                assert not is_partitioned(conn)
+        assert _diff(engine) == []
     finally:
         engine.dispose()

@@ -14,9 +14,9 @@ import yaml
 from modelmon.cli import main
 from modelmon.dashboards import grafana
 from modelmon.dashboards.generate import DASHBOARDS, JSON_DIR, PROVISIONING_DIR, build_all, render
-from modelmon.dashboards.queries import panel_targets, substitute, variable_queries
+from modelmon.dashboards.queries import panel_targets, regex_variables, substitute, variable_queries
 
-EXAMPLE_VARS = {"model": "fraud", "model_version": "v1", "window": "5m", "attribute": "sex"}
+EXAMPLE_VARS = {"model": "fraud", "model_version": "*", "window": "5m", "attribute": "sex"}
 
 
 def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
@@ -92,6 +92,44 @@ def test_model_detail_has_the_variables_and_panels_the_issue_asks_for() -> None:
     assert any(p["type"] == "heatmap" for p in dash["panels"])
 
 
+def test_model_detail_versions_row_and_picker() -> None:
+    """The Versions row (issue 12) and a version picker that every monitor-result panel honours."""
+    dash = build_all()["model-detail"]
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows[1] == "Versions ($window window)"
+    start = next(i for i, p in enumerate(dash["panels"]) if p["title"] == rows[1])
+    end = next(i for i, p in enumerate(dash["panels"]) if p["title"] == rows[2])
+    versions = {p["title"]: p for p in dash["panels"][start + 1:end]}
+    exprs = {t: " ".join(x["expr"] for x in p["targets"]) for t, p in versions.items()}
+    assert "modelmon_requests_per_second" in exprs["Traffic share per version"]
+    assert 'model_version!="*"' in exprs["Traffic share per version"]
+    assert "modelmon_accuracy_ratio" in exprs["Accuracy and estimated accuracy per version"]
+    assert "modelmon_estimated_accuracy_ratio" in exprs["Accuracy and estimated accuracy per version"]
+    assert 'quantile="0.95"' in exprs["Latency p95 per version"]
+    diff = exprs["Accuracy difference, candidate - baseline (95% interval)"]
+    for metric in ("difference{", "difference_lower{", "difference_upper{"):
+        assert f"modelmon_version_accuracy_{metric}" in diff
+    table = versions["Verdict per window"]
+    assert table["type"] == "table" and table["targets"][0]["format"] == "table"
+    assert table["targets"][0]["instant"] is True and "modelmon_version_verdict" in exprs["Verdict per window"]
+    shown = table["transformations"][0]["options"]["indexByName"]
+    assert {"verdict", "reason", "baseline", "candidate"} <= set(shown)
+    assert "modelmon_version_verdict" in exprs["Verdict: candidate vs baseline"]
+
+    picker = next(v for v in dash["templating"]["list"] if v["name"] == "model_version")
+    assert picker["query"]["query"] == 'label_values(modelmon_requests_per_second{model="$model"}, model_version)'
+    assert picker["multi"] and picker["current"]["value"] == ["*"]
+    assert "model_version" in regex_variables(dash)
+    # Every panel on monitor results filters on the picked versions (with =~: Grafana escapes the values).
+    for panel, t in panel_targets(dash):
+        if panel["title"] in versions or "model_version" not in t["expr"]:
+            continue
+        assert 'model_version=~"$model_version"' in t["expr"], panel["title"]
+        assert "{{model_version}}" in t["legendFormat"], panel["title"]
+    monitor_results = [t for p, t in panel_targets(dash) if p["title"] not in versions and "window=" in t["expr"]]
+    assert monitor_results and all("$model_version" in t["expr"] for t in monitor_results)
+
+
 def test_fairness_draws_the_four_fifths_line() -> None:
     dash = build_all()["fairness"]
     di = next(p for p in dash["panels"] if p["title"] == "Disparate-impact ratio")
@@ -103,8 +141,17 @@ def test_fairness_draws_the_four_fifths_line() -> None:
 
 def test_substitute_fills_grafana_variables() -> None:
     expr = 'rate(x{model="$model",v=~"${model_version}"}[$__rate_interval]) [$window] $__interval $__range'
-    out = substitute(expr, EXAMPLE_VARS)
+    out = substitute(expr, {**EXAMPLE_VARS, "model_version": "v1"})
     assert out == 'rate(x{model="fraud",v=~"v1"}[1m]) [5m] 15s 1h'
+
+
+def test_substitute_escapes_multi_value_variables_like_grafana() -> None:
+    """Grafana's Prometheus datasource regex-escapes multi-value variables (prometheusSpecialRegexEscape)."""
+    expr = 'x{model="$model", model_version=~"$model_version"}'
+    regex = frozenset({"model_version"})
+    assert substitute(expr, EXAMPLE_VARS, regex=regex) == 'x{model="fraud", model_version=~"\\\\*"}'
+    assert substitute(expr, {**EXAMPLE_VARS, "model_version": "v1.2"}, regex=regex).endswith('=~"v1\\\\.2"}')
+    assert substitute(expr, EXAMPLE_VARS) == 'x{model="fraud", model_version=~"*"}'  # not multi-value: as is
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
@@ -113,12 +160,14 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     assert promtool, "promtool is missing: apt-get install prometheus (scripts/setup.sh installs it)"
     rules = []
     for name, dash in build_all().items():
+        regex = regex_variables(dash)
         for i, (panel, t) in enumerate(panel_targets(dash)):
             rules.append({"record": f"check:{name.replace('-', '_')}:{i}",
-                          "expr": substitute(t["expr"], EXAMPLE_VARS), "labels": {"panel": panel["title"]}})
+                          "expr": substitute(t["expr"], EXAMPLE_VARS, regex=regex),
+                          "labels": {"panel": panel["title"]}})
         for j, (_var, (metric_selector, _label)) in enumerate(variable_queries(dash).items()):
             rules.append({"record": f"check:{name.replace('-', '_')}:var{j}",
-                          "expr": substitute(metric_selector, EXAMPLE_VARS)})
+                          "expr": substitute(metric_selector, EXAMPLE_VARS, regex=regex)})
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)

@@ -5,7 +5,11 @@ No Grafana can run here, so this is how we know the panels work: modelmon runs
 for two models (labels, slices, errors, malformed events); the alerts stack
 (tests/promstack.py) has a real Prometheus scrape it; then every template
 variable must resolve and every panel query (variables filled in) must return
-at least one series.
+at least one series. The model dashboard is checked twice: with the version
+picker's default "*" (all versions together; regex-escaped the way Grafana
+sends it) and with the canary version v4 picked. The simulated fraud model has
+two versions (v3 80%, v4 20%), so the Versions row (traffic share, accuracy,
+latency and the compare family's verdict and accuracy difference) has data.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from modelmon.store.migrate import upgrade
 
 RATE = 40.0
 PREFERRED = {"model": FRAUD, "attribute": "sex"}
+CANARY = {**PREFERRED, "model_version": "v4"}
 DEADLINE = 120.0
 
 
@@ -62,6 +67,8 @@ def test_every_panel_query_returns_data(tmp_path: Path, kafka_bootstrap: str, ka
             deadline = time.monotonic() + DEADLINE - 10
             while True:
                 reports = {n: check_dashboard(url, n, d, PREFERRED) for n, d in dashboards.items()}
+                reports["model-detail v4"] = check_dashboard(url, "model-detail v4", dashboards["model-detail"],
+                                                             CANARY)
                 if all(r.ok for r in reports.values()) or time.monotonic() > deadline:
                     break
                 time.sleep(3)
@@ -81,9 +88,13 @@ def test_every_panel_query_returns_data(tmp_path: Path, kafka_bootstrap: str, ka
         problems += [f"{name}: {line}" for line in r.empty + r.errors]
     assert not problems, "\n".join(problems)
     assert reports["model-detail"].chosen["model"] == FRAUD
+    assert reports["model-detail"].chosen["model_version"] == "*"  # the picker's default, listed first
+    assert set(reports["model-detail"].variables["model_version"]) == {"*", "v3", "v4"}
+    assert reports["model-detail v4"].chosen["model_version"] == "v4"
     assert reports["fairness"].chosen["attribute"] == "sex"
+    checked = {**dashboards, "model-detail v4": dashboards["model-detail"]}
     assert sum(r.checked for r in reports.values()) == sum(
-        len([t for p in d["panels"] for t in p.get("targets", [])]) for d in dashboards.values())
+        len([t for p in d["panels"] for t in p.get("targets", [])]) for d in checked.values())
     print({n: f"{r.checked} queries, variables {r.chosen}" for n, r in reports.items()})
 
 

@@ -72,3 +72,22 @@ def test_live_view_without_prometheus_shows_crossed_thresholds() -> None:
     for expected in ("91.0%", "0.350", "123 ms", "few samples", "ClassShift", "class_shift (species)"):
         assert expected in text
     assert "alerts: ClassShift(fraud), FairnessGap(fraud), NoRecentPredictions(fraud)" in status_line(snap)
+
+
+def test_live_view_shows_the_version_verdict() -> None:
+    cfg = Config.model_validate({"models": {"fraud": {"positive_class": 1}}})
+    snap = _snapshot(psi=0.05, di=0.95, freshness=1.0)
+    view = snap.models[0]
+    view.values.update({"version_diff": (-0.12, "ok"), "worse": (1.0, "ok")})
+    view.verdict = "worse: v4 vs v3 (accuracy_lower)"
+    alerts = _threshold_alerts(snap.models, cfg)
+    assert [(a["alertname"], a["detail"]) for a in alerts] == [
+        ("CandidateWorse", "worse: v4 vs v3 (accuracy_lower), accuracy -12.0 pts")]
+    snap.alerts = alerts
+    console = Console(width=160, record=True)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "-12.0 pts" in text and "fraud worse: v4 vs v3 (accuracy_lower)" in text
+    assert "versions=worse: v4 vs v3" in status_line(snap)
+    view.values["worse"] = (None, "insufficient_data (n=40)")  # inconclusive: nothing crossed
+    assert _threshold_alerts(snap.models, cfg) == []

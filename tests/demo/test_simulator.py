@@ -10,12 +10,14 @@ from fairlearn.metrics import demographic_parity_ratio
 
 from modelmon.contract import ContractError, decode, parse_feedback, parse_prediction
 from modelmon.demo.simulator import (
+    CANARY,
     FRAUD,
     LATENCY_FACTOR,
     SPECIES,
     SPECIES_CLASSES,
     Incident,
     Simulator,
+    default_incidents,
     iter_ticks,
 )
 
@@ -126,6 +128,46 @@ def test_fairness_gap_by_fairlearn(run) -> None:
 
     assert di(preds(ticks, FRAUD, inc.start, inc.end)) < 0.8
     assert di(preds(ticks, FRAUD, 0, inc.start)) > 0.8
+
+
+def test_canary_regression_costs_v4_accuracy_not_v3() -> None:
+    """During canary_regression v4 is ~13 points less accurate, v3 unchanged; labels,
+    the class mix and the scores' confidence stay as they were (only labels tell)."""
+    inc = Incident("canary_regression", FRAUD, 60.0, 180.0)
+    sim = Simulator(rate=100.0, seed=11, period=None, incidents=[inc], label_delay=1.0, label_delay_min=0.5,
+                    unlabelled_share=0.0)
+    ticks = list(iter_ticks(sim, 0.0, 250.0, 1.0))
+    labels = {f["request_id"]: f["label"] for _, ev in ticks for f in ev.feedback}
+
+    def stats(version: str, during: bool) -> tuple[float, float, float, int]:
+        ps = [p for t, ev in ticks for p in ev.predictions
+              if p["model"] == FRAUD and p["model_version"] == version and p["request_id"] in labels
+              and (inc.start <= t - 1.0 < inc.end) == during]
+        correct = np.array([str(p["prediction"]) == labels[p["request_id"]] for p in ps])
+        confidence = np.array([max(p["scores"].values()) for p in ps])
+        positive = np.array([p["prediction"] == 1 for p in ps])
+        return float(correct.mean()), float(confidence.mean()), float(positive.mean()), len(ps)
+
+    v3_in, v3_out = stats("v3", True), stats("v3", False)
+    v4_in, v4_out = stats(CANARY, True), stats(CANARY, False)
+    assert min(v4_in[3], v4_out[3]) > 2000 and min(v3_in[3], v3_out[3]) > 8000
+    # The canary loses 10-16 accuracy points against v3 during the incident (intended ~13), and
+    # against itself outside it; v3 is as accurate as ever, and both agree outside the incident.
+    assert 0.10 < v3_in[0] - v4_in[0] < 0.16, (v3_in, v4_in)
+    assert 0.10 < v4_out[0] - v4_in[0] < 0.16, (v4_out, v4_in)
+    assert abs(v3_in[0] - v3_out[0]) < 0.015, (v3_in, v3_out)
+    assert abs(v4_out[0] - v3_out[0]) < 0.02, (v4_out, v3_out)
+    # Confidence and the positive share look normal: proxies cannot see it, only labels.
+    assert abs(v4_in[1] - v4_out[1]) < 0.015 and abs(v4_in[2] - v4_out[2]) < 0.03
+
+
+def test_default_schedule_puts_the_canary_regression_before_the_other_fraud_incidents() -> None:
+    incidents = default_incidents(600.0)
+    canary = next(i for i in incidents if i.kind == "canary_regression")
+    assert canary.model == FRAUD and (canary.start, canary.end) == (30.0, 210.0)
+    for other in incidents:
+        if other.model == FRAUD and other is not canary:
+            assert other.start >= canary.end, other
 
 
 def test_pause_sends_nothing_for_species(run) -> None:

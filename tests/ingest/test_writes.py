@@ -33,7 +33,8 @@ def fb(rid: str, label: object = 1, model: str = "m", ts: float = T0 + 60):
 
 def rows(engine: sa.Engine, table: sa.Table) -> list[sa.Row]:
     with engine.connect() as conn:
-        return list(conn.execute(sa.select(table).order_by(table.c.id)))
+        order = table.c.id if "id" in table.c else table.c.ingested_at  # predictions: no id
+        return list(conn.execute(sa.select(table).order_by(order, *table.primary_key.columns)))
 
 
 def write(engine: sa.Engine, p=(), f=(), d=(), **kw):
