@@ -80,7 +80,7 @@ def test_partitions_retention_and_monitors_across_a_boundary(engine: sa.Engine) 
     rng = np.random.default_rng(3)
     ts = rng.uniform(NOW - 2.5 * WEEK, NOW, size=3000)
     lat = rng.lognormal(-2.5, 1.0, size=3000) * 1000
-    preds = [_pred(f"r{i}", float(t), float(x), str(rng.choice(["a", "b"]))) for i, (t, x) in enumerate(zip(ts, lat))]
+    preds = [_pred(f"r{i}", float(t), float(x), str(rng.choice(["a", "b"]))) for i, (t, x) in enumerate(zip(ts, lat, strict=True))]
     for k in range(0, len(preds), 500):
         _write(engine, preds[k : k + 500], offset0=k)
     with engine.connect() as conn:
@@ -88,7 +88,7 @@ def test_partitions_retention_and_monitors_across_a_boundary(engine: sa.Engine) 
         pg = is_partitioned(conn)
     # The 14-day SLO spans partitions (and, on PostgreSQL, DEFAULT, since these
     # timestamps are in the future of the machine's clock): the exact reference.
-    period = [(t, x) for t, x in zip(ts, lat) if t >= NOW - 14 * 86400]
+    period = [(t, x) for t, x in zip(ts, lat, strict=True) if t >= NOW - 14 * 86400]
     good = sum(x <= 250.0 for _, x in period)
     sli = before[("2w", "slo_sli_ratio", "*", "slo=fast")]
     assert sli == (pytest.approx(good / len(period), rel=1e-12), len(period))
