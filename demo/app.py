@@ -118,7 +118,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         console.print(f"modelmon (ingest + monitors) serving {runtime.url}/metrics")
 
         for inc in sim.incidents:
-            console.print(f"incident {inc.kind:<11} {inc.model:<8} {inc.start:6.0f}-{inc.end:.0f} s"
+            console.print(f"incident {inc.kind:<17} {inc.model:<8} {inc.start:6.0f}-{inc.end:.0f} s"
                           + (f" (every {period:.0f} s)" if not opts.duration or period < opts.duration else ""))
 
         sender = KafkaSender(broker.bootstrap, predictions_topic, feedback_topic)

@@ -135,23 +135,30 @@ baselines = Table(
     Index(None, "model", "kind", "created_at"),
 )
 
+def _result_columns() -> list[Column]:
+    """The columns of a monitor result row (history and latest alike)."""
+    return [
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("model", String(64), nullable=False),
+        Column("model_version", String(128), nullable=False),  # "*" = all versions
+        Column("monitor", String(64), nullable=False),
+        Column("metric", String(64), nullable=False),
+        Column("window", String(16), nullable=False),
+        Column("slice", String(512), nullable=False),  # canonical "k=v,k=v" ("" = whole window)
+        Column("labels", Json),  # the same dimensions as a mapping, for exposition
+        Column("window_start", Epoch, nullable=False),
+        Column("window_end", Epoch, nullable=False),
+        Column("value", Float(precision=53)),
+        Column("sample_count", BigInteger, nullable=False),
+        Column("status", String(32), nullable=False),  # ok | insufficient_data | maturing | no_baseline
+        Column("computed_at", Epoch, nullable=False),
+    ]
+
+
 monitor_results = Table(
     "monitor_results",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("model", String(64), nullable=False),
-    Column("model_version", String(128), nullable=False),  # "*" = all versions
-    Column("monitor", String(64), nullable=False),
-    Column("metric", String(64), nullable=False),
-    Column("window", String(16), nullable=False),
-    Column("slice", String(512), nullable=False),  # canonical "k=v,k=v" ("" = whole window)
-    Column("labels", Json),  # the same dimensions as a mapping, for exposition
-    Column("window_start", Epoch, nullable=False),
-    Column("window_end", Epoch, nullable=False),
-    Column("value", Float(precision=53)),
-    Column("sample_count", BigInteger, nullable=False),
-    Column("status", String(32), nullable=False),  # ok | insufficient_data | maturing | no_baseline
-    Column("computed_at", Epoch, nullable=False),
+    *_result_columns(),
     Index(None, "model", "monitor", "computed_at"),
     Index(None, "computed_at"),
 )
@@ -175,20 +182,7 @@ monitor_runs = Table(
 monitor_latest = Table(
     "monitor_latest",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("model", String(64), nullable=False),
-    Column("model_version", String(128), nullable=False),
-    Column("monitor", String(64), nullable=False),
-    Column("metric", String(64), nullable=False),
-    Column("window", String(16), nullable=False),
-    Column("slice", String(512), nullable=False),
-    Column("labels", Json),
-    Column("window_start", Epoch, nullable=False),
-    Column("window_end", Epoch, nullable=False),
-    Column("value", Float(precision=53)),
-    Column("sample_count", BigInteger, nullable=False),
-    Column("status", String(32), nullable=False),
-    Column("computed_at", Epoch, nullable=False),
+    *_result_columns(),
     Index(None, "model", "monitor"),
 )
 
