@@ -31,7 +31,7 @@ class AggregateCache:
     (24 bytes a row on SQLite) stay in memory.
     """
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 512) -> None:
         self.size = size
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}

@@ -150,26 +150,6 @@ def _window_sums(
     return out
 
 
-def by_version(
-    sums: dict[tuple[Any, ...], list[Any]], versions: Sequence[str]
-) -> dict[str, dict[tuple[Any, ...], list[Any]]]:
-    """{version: {dims: values}} for "*" (all versions added up) and the listed versions.
-
-    Values are added (rollup_requests.last_ts too: read freshness elsewhere).
-    """
-    out: dict[str, dict[tuple[Any, ...], list[Any]]] = {v: {} for v in (ALL_VERSIONS, *versions)}
-    for (version, *dims), vals in sums.items():
-        targets = [ALL_VERSIONS] + ([version] if version in out else [])
-        for t in targets:
-            cur = out[t].get(tuple(dims))
-            if cur is None:
-                out[t][tuple(dims)] = list(vals)
-            else:
-                for i, v in enumerate(vals):
-                    cur[i] += v
-    return out
-
-
 def top_versions(request_sums: dict[tuple[Any, ...], list[Any]], k: int) -> list[str]:
     """The k versions with the most predictions in a window (ties by name)."""
     if k <= 0:
@@ -189,20 +169,6 @@ def versions_per_window(
 
     sums = window_sums(conn, rollup_requests, model, windows, (), tick)
     return [[ALL_VERSIONS, *top_versions(s, model.version_top_k)] for s in sums]
-
-
-def split(
-    conn: sa.Connection,
-    table: sa.Table,
-    model: ResolvedModel,
-    windows: Sequence[Window],
-    versions: Sequence[Sequence[str]],
-    dims: Sequence[str] = (),
-    tick: float | None = None,
-) -> list[dict[str, dict[tuple[Any, ...], list[Any]]]]:
-    """Per window: {version: {dims: summed values}} for the window's versions ("*" included)."""
-    sums = window_sums(conn, table, model, windows, dims, tick)
-    return [by_version(s, [v for v in vs if v != ALL_VERSIONS]) for s, vs in zip(sums, versions, strict=True)]
 
 
 def versioned(rows: Sequence[Any], version: str) -> list[Any]:
