@@ -27,8 +27,8 @@ class AggregateCache:
     """A small, thread-safe memo of aggregates; each key is computed once.
 
     Keys are (kind, model, tick, ...): storing a model's aggregate of a new
-    tick drops that model's older ticks, so only the current tick's arrays
-    (24 bytes a row on SQLite) stay in memory.
+    tick drops that model's older ticks, so only the current tick's sums stay
+    in memory (found through a per-model index, not a scan of every key).
     """
 
     def __init__(self, size: int = 512) -> None:
@@ -36,6 +36,7 @@ class AggregateCache:
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._ticks: dict[Hashable, tuple[Hashable, list[Hashable]]] = {}  # model -> (tick, keys)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
@@ -47,18 +48,19 @@ class AggregateCache:
             value = compute()  # a failure is not cached
             with self._lock:
                 if isinstance(key, tuple) and len(key) > 2:
-                    for old in [k for k in self._values if _stale(k, key)]:
-                        del self._values[old]
-                        self._key_locks.pop(old, None)
+                    tick, keys = self._ticks.get(key[1], (key[2], []))
+                    if tick != key[2]:  # a new tick of this model: drop the older one
+                        for old in keys:
+                            self._values.pop(old, None)
+                            self._key_locks.pop(old, None)
+                        tick, keys = key[2], []
+                    keys.append(key)
+                    self._ticks[key[1]] = (tick, keys)
                 self._values[key] = value
                 while len(self._values) > self.size:
                     old, _ = self._values.popitem(last=False)
                     self._key_locks.pop(old, None)
             return value
-
-
-def _stale(old: Hashable, new: tuple[Any, ...]) -> bool:
-    return isinstance(old, tuple) and len(old) > 2 and old[1] == new[1] and old[2] != new[2]
 
 
 _current: ContextVar[AggregateCache | None] = ContextVar("modelmon_aggregates", default=None)

@@ -68,30 +68,61 @@ class Plan:
     def offset(self, res: int) -> int:
         return 0 if res == self.fine else 1_000_000
 
-    def segment_expr(self, table: sa.Table) -> sa.ColumnElement[int]:
-        """Segment index of a bucket row (fine segments 0.., coarse 1e6..)."""
-        parts = []
-        for res, b in self.bounds.items():
-            inner = sa.case(*[(table.c.bucket < x, k) for k, x in enumerate(b[1:-1])], else_=len(b) - 2) \
-                if len(b) > 2 else sa.literal(0)
-            parts.append((table.c.res == res, inner + self.offset(res)))
-        return sa.case(*parts, else_=-1)
-
-    def where(self, table: sa.Table, model: str) -> sa.ColumnElement[bool]:
-        """model = :m and the buckets of the segments' union, per resolution."""
-        ors = []
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """(res, first bucket, end) of the merged runs of segments any window uses."""
+        out = []
         for res, b in self.bounds.items():
             used = sorted({k for segs in self.members for r, k in segs if r == res})
-            # merge consecutive segments into ranges
-            ranges: list[list[int]] = []
+            run: list[int] = []
             for k in used:
-                if ranges and ranges[-1][1] == k:
-                    ranges[-1][1] = k + 1
+                if run and run[1] == k:
+                    run[1] = k + 1
                 else:
-                    ranges.append([k, k + 1])
-            for a, z in ranges:
-                ors.append(sa.and_(table.c.res == res, table.c.bucket >= b[a], table.c.bucket < b[z]))
-        return sa.and_(table.c.model == model, sa.or_(*ors) if ors else sa.false())
+                    if run:
+                        out.append((res, b[run[0]], b[run[1]]))
+                    run = [k, k + 1]
+            if run:
+                out.append((res, b[run[0]], b[run[1]]))
+        return out
+
+    def sql(self, conn: sa.Connection, table: sa.Table, dims: Sequence[str], model: str) -> tuple[str, list[Any]]:
+        """The GROUP BY (segment, version, dims) over the plan's buckets, with its
+        parameters. Hand-built text, cached by shape: SQLAlchemy's expression
+        building cost more than the statement (a pass runs a few per model)."""
+        ranges = self.ranges()
+        shape = (conn.dialect.name, table.name, tuple(dims),
+                 tuple((res, len(b)) for res, b in self.bounds.items()), tuple(r[0] for r in ranges))
+        params: list[Any] = []
+        for res, b in self.bounds.items():  # the CASE: res, then its inner cut points
+            params += [res, *b[1:-1]]
+        params.append(model)
+        params += [x for rng in ranges for x in rng]
+        sql = _SQL.get(shape)
+        if sql is None:
+            sql = _SQL[shape] = self._sql_text(conn, table, dims, ranges)
+        return sql, params
+
+    def _sql_text(self, conn: sa.Connection, table: sa.Table, dims: Sequence[str],
+                  ranges: list[tuple[int, int, int]]) -> str:
+        p = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+        q = conn.dialect.identifier_preparer.quote
+        cases = []
+        for res, b in self.bounds.items():
+            whens = " ".join(f"WHEN bucket < {p} THEN {k}" for k in range(len(b) - 2))
+            inner = f"(CASE {whens} ELSE {len(b) - 2} END)" if len(b) > 2 else "0"
+            cases.append(f"WHEN res = {p} THEN {inner} + {self.offset(res)}")
+        keys = [c.name for c in table.primary_key.columns]
+        values = [c.name for c in table.columns if c.name not in keys]
+        aggs = ", ".join(f"{'MAX' if v == 'last_ts' else 'SUM'}({q(v)})" for v in values)
+        group = ", ".join(["model_version", *(q(d) for d in dims)])
+        where = " OR ".join(f"(res = {p} AND bucket >= {p} AND bucket < {p})" for _ in ranges) or "1 = 0"
+        return (
+            f"SELECT CASE {' '.join(cases)} ELSE -1 END AS seg, {group}, {aggs} FROM {q(table.name)} "
+            f"WHERE model = {p} AND ({where}) GROUP BY 1, {group}"
+        )
+
+
+_SQL: dict[tuple[Any, ...], str] = {}
 
 
 def window_sums(
@@ -121,12 +152,9 @@ def _window_sums(
     plan = Plan(windows, int(model.bucket_seconds), int(model.coarse_seconds))
     keys = [c.name for c in table.primary_key.columns]
     values = [c for c in table.columns if c.name not in keys]
-    seg = plan.segment_expr(table).label("seg")
-    group = [seg, table.c.model_version, *(table.c[d] for d in dims)]
-    aggs = [sa.func.max(c) if c.name == "last_ts" else sa.func.sum(c) for c in values]
-    stmt = sa.select(*group, *aggs).where(plan.where(table, model.name)).group_by(*group)
+    sql, params = plan.sql(conn, table, dims, model.name)
     per_seg: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
-    for row in conn.execute(stmt):
+    for row in conn.exec_driver_sql(sql, tuple(params)):
         s = int(row[0])
         res = plan.fine if s < 1_000_000 else plan.coarse
         per_seg.setdefault((res, s - plan.offset(res)), []).append(tuple(row[1:]))

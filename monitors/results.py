@@ -15,6 +15,7 @@ Both writes happen in the scheduler's transaction together with the job's
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -37,28 +38,58 @@ def _upsert(conn: sa.Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-def _records(model: str, monitor: str, rows: Iterable[WindowedRow], computed_at: float) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for wr in rows:
-        r = wr.row
-        records.append(
-            {
-                "model": model,
-                "model_version": r.model_version,
-                "monitor": monitor,
-                "metric": r.metric,
-                "window": wr.window.name,
-                "slice": r.slice_key,
-                "labels": dict(r.labels),
-                "window_start": float(wr.window.start),
-                "window_end": float(wr.window.end),
-                "value": _finite(r.value),
-                "sample_count": int(r.sample_count),
-                "status": r.status,
-                "computed_at": float(computed_at),
-            }
+_COLUMNS = (
+    "model", "model_version", "monitor", "metric", "window", "slice", "labels", "window_start",
+    "window_end", "value", "sample_count", "status", "computed_at",
+)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SQL: dict[tuple[str, str], str] = {}
+
+
+def _records(model: str, monitor: str, rows: Iterable[WindowedRow], computed_at: float) -> list[tuple[Any, ...]]:
+    """Rows in _COLUMNS order, labels as JSON text."""
+    at = float(computed_at)
+    return [
+        (
+            model, wr.row.model_version, monitor, wr.row.metric, wr.window.name, wr.row.slice_key,
+            _JSON.encode(wr.row.labels), float(wr.window.start), float(wr.window.end),
+            _finite(wr.row.value), int(wr.row.sample_count), wr.row.status, at,
         )
-    return records
+        for wr in rows
+    ]
+
+
+def _insert(conn: sa.Connection, table: sa.Table, records: list[tuple[Any, ...]]) -> None:
+    """Plain INSERT of many rows, built once per table: the per-row parameter
+    processing of an ORM-style executemany cost more than the database (a pass
+    writes a few hundred rows per job)."""
+    if not records:
+        return
+    dialect = conn.dialect.name
+    sql = _SQL.get((dialect, table.name))
+    if sql is None:
+        q = conn.dialect.identifier_preparer.quote
+        names = ", ".join(q(c) for c in _COLUMNS)
+        if dialect == "postgresql":
+            casts = {"labels": "jsonb", "window_start": "float8", "window_end": "float8", "value": "float8",
+                     "sample_count": "int8", "computed_at": "float8"}
+            select = ", ".join(
+                f"(r->>{i})::{casts[c]}" if c in casts and c != "labels" else
+                (f"(r->>{i})::jsonb" if c == "labels" else f"r->>{i}")
+                for i, c in enumerate(_COLUMNS)
+            )
+            sql = f"INSERT INTO {q(table.name)} ({names}) SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r"
+        else:
+            sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+        _SQL[(dialect, table.name)] = sql
+    if dialect == "postgresql":
+        # JSON has no infinities; as text, PostgreSQL's float8 reads them.
+        at = _COLUMNS.index("value")
+        records = [r if r[at] is None or math.isfinite(r[at]) else (*r[:at], str(r[at]).replace("inf", "Infinity"), *r[at + 1:])
+                   for r in records]
+        conn.exec_driver_sql(sql, (_JSON.encode(records),))
+    else:
+        conn.exec_driver_sql(sql, records)
 
 
 def history_due(last_history: float | None, computed_at: float, history_interval: float) -> bool:
@@ -95,12 +126,10 @@ def write_results(
     records = _records(model, monitor, rows, computed_at)
     latest = monitor_latest.c
     conn.execute(monitor_latest.delete().where(latest.model == model, latest.monitor == monitor))
-    if records:
-        conn.execute(monitor_latest.insert(), records)
+    _insert(conn, monitor_latest, records)
     last = conn.execute(sa.select(monitor_runs.c.last_history).where(monitor_runs.c.job == job)).scalar()
     if history_due(last, computed_at, history_interval):
-        if records:
-            conn.execute(monitor_results.insert(), records)
+        _insert(conn, monitor_results, records)
         stmt = _upsert(conn)(monitor_runs).values(
             job=job, monitor=monitor, model=model, last_history=float(computed_at)
         )

@@ -131,6 +131,9 @@ class Delta:
     slices: dict[tuple, list[int]] = field(default_factory=dict)
     good: dict[tuple, int] = field(default_factory=dict)
     sketches: dict[tuple, int] = field(default_factory=dict)
+    # Events are counted into fine buckets only; `with_coarse` adds the coarse
+    # ones from those (a batch has far fewer fine rows than events).
+    coarse: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, fine) -> coarse
 
     def __bool__(self) -> bool:
         return any((self.requests, self.classes, self.calibration, self.slices, self.good, self.sketches))
@@ -138,46 +141,56 @@ class Delta:
     # -- counting ---------------------------------------------------------------
 
     def add_prediction(self, ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]]) -> None:
-        """A newly stored prediction (with the label it was stored with, if any)."""
-        ok = ev.status == "ok"
-        lat = ev.latency_seconds
-        for res in spec.resolutions:
-            key = (ev.model, res, int(ev.ts // res) * res, ev.model_version)
+        """A newly stored prediction (with the label it was stored with, if any),
+        counted in its fine bucket."""
+        model, version, ts = ev.model, ev.model_version, ev.ts
+        fine = self._fine(model, spec)
+        key = (model, fine, int(ts // fine) * fine, version)
+        if ev.status != "ok":
             r = self.requests.get(key)
             if r is None:
-                r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ev.ts]
+                r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ts]
             r[0] += 1
-            if ev.ts > r[10]:
-                r[10] = ev.ts
-            if not ok:
-                r[1] += 1
-                continue
-            if lat is not None:
-                r[2] += 1
-                sk = (*key, "latency", sketch.key(lat, spec.accuracy))
-                self.sketches[sk] = self.sketches.get(sk, 0) + 1
-                for t in spec.thresholds:
-                    if lat <= t:
-                        gk = (*key, t)
-                        self.good[gk] = self.good.get(gk, 0) + 1
-            if ev.score_max is not None:
-                r[3] += 1
-                r[4] += ev.score_max
-                if ev.score_max < spec.confidence_threshold:
-                    r[5] += 1
-            if ev.entropy is not None:
-                r[6] += 1
-                r[7] += ev.entropy
-            if ev.score_pred is not None:
-                r[8] += 1
-                r[9] += ev.score_pred
-            ck = (*key, ev.prediction, ev.label if ev.label is not None else UNLABELLED)
-            self.classes[ck] = self.classes.get(ck, 0) + 1
-            if spec.slices:
-                flags = _slice_flags(ev.prediction, ev.label, spec.positive, selected_too=True)
-                self._slices(key, ev, spec, admitted, flags)
-            if ev.label is not None:
-                self._labelled(key, ev, ev.label, ev.label_ts, spec)
+            r[1] += 1
+            if ts > r[10]:
+                r[10] = ts
+            return
+        r = self.requests.get(key)
+        if r is None:
+            r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ts]
+        r[0] += 1
+        if ts > r[10]:
+            r[10] = ts
+        lat = ev.latency_seconds
+        if lat is not None:
+            r[2] += 1
+            sk = (model, fine, key[2], version, "latency", sketch.key_function(spec.accuracy)(lat))
+            self.sketches[sk] = self.sketches.get(sk, 0) + 1
+            for t in spec.thresholds:
+                if lat <= t:
+                    gk = (model, fine, key[2], version, t)
+                    self.good[gk] = self.good.get(gk, 0) + 1
+        smax = ev.score_max
+        if smax is not None:
+            r[3] += 1
+            r[4] += smax
+            if smax < spec.confidence_threshold:
+                r[5] += 1
+        if ev.entropy is not None:
+            r[6] += 1
+            r[7] += ev.entropy
+        if ev.score_pred is not None:
+            r[8] += 1
+            r[9] += ev.score_pred
+        label = ev.label
+        ck = (model, fine, key[2], version, ev.prediction, UNLABELLED if label is None else label)
+        self.classes[ck] = self.classes.get(ck, 0) + 1
+        if spec.slices:
+            flags = _slice_flags(ev.prediction, label, spec.positive, selected_too=True)
+            for attr_value in self._slice_values(ev, spec, admitted):
+                self._add_slice((*key, *attr_value), flags)
+        if label is not None:
+            self._add_labelled(key, self._label_parts(ev, label, ev.label_ts, spec))
 
     def add_label(
         self, ev: Event, label: str, label_ts: float | None, spec: ModelSpec,
@@ -186,48 +199,95 @@ class Delta:
         """A stored, unlabelled prediction (ev.label None) takes its label."""
         if ev.status != "ok":
             return
-        for res in spec.resolutions:
-            key = (ev.model, res, int(ev.ts // res) * res, ev.model_version)
-            was = (*key, ev.prediction, UNLABELLED)
-            self.classes[was] = self.classes.get(was, 0) - 1
-            now = (*key, ev.prediction, label)
-            self.classes[now] = self.classes.get(now, 0) + 1
-            if spec.slices:
-                flags = _slice_flags(ev.prediction, label, spec.positive, selected_too=False)
-                self._slices(key, ev, spec, admitted, flags)
-            self._labelled(key, ev, label, label_ts, spec)
+        values = self._slice_values(ev, spec, admitted)
+        flags = _slice_flags(ev.prediction, label, spec.positive, selected_too=False) if values else ()
+        labelled = self._label_parts(ev, label, label_ts, spec)
+        fine = self._fine(ev.model, spec)
+        key = (ev.model, fine, int(ev.ts // fine) * fine, ev.model_version)
+        was = (*key, ev.prediction, UNLABELLED)
+        self.classes[was] = self.classes.get(was, 0) - 1
+        now = (*key, ev.prediction, label)
+        self.classes[now] = self.classes.get(now, 0) + 1
+        for attr_value in values:
+            self._add_slice((*key, *attr_value), flags)
+        self._add_labelled(key, labelled)
 
-    def _labelled(self, key: tuple, ev: Event, label: str, label_ts: float | None, spec: ModelSpec) -> None:
-        if ev.score_pred is not None:
-            bk = (*key, calibration_bin(ev.score_pred, spec.bins))
-            b = self.calibration.get(bk)
-            if b is None:
-                b = self.calibration[bk] = [0, 0.0, 0]
-            b[0] += 1
-            b[1] += ev.score_pred
-            b[2] += label == ev.prediction
-        if label_ts is not None:
-            sk = (*key, "delay", sketch.key(max(0.0, label_ts - ev.ts), spec.accuracy))
+    def _fine(self, model: str, spec: ModelSpec) -> int:
+        fine = spec.resolutions[0]
+        self.coarse[(model, fine)] = spec.resolutions[-1]
+        return fine
+
+    def with_coarse(self) -> Delta:
+        """This delta plus the coarse buckets, each the sum of its fine ones."""
+        out = Delta(**{name: dict(getattr(self, name)) for name in _COUNTERS})
+        for name in _COUNTERS:
+            mine, theirs = getattr(self, name), getattr(out, name)
+            for key, value in mine.items():
+                coarse = self.coarse.get((key[0], key[1]))
+                if coarse is None or coarse == key[1]:
+                    continue
+                ck = (key[0], coarse, key[2] // coarse * coarse, *key[3:])
+                cur = theirs.get(ck)
+                if cur is None:
+                    theirs[ck] = list(value) if isinstance(value, list) else value
+                elif isinstance(value, list):
+                    for i, v in enumerate(value):
+                        cur[i] = max(cur[i], v) if name == "requests" and i == LAST_TS else cur[i] + v
+                else:
+                    theirs[ck] = cur + value
+        return out
+
+    @staticmethod
+    def _label_parts(
+        ev: Event, label: str, label_ts: float | None, spec: ModelSpec
+    ) -> tuple[int | None, float, int, int | None]:
+        """(calibration bin or None, confidence, correct, delay sketch key or None)."""
+        conf = ev.score_pred
+        b = None if conf is None else calibration_bin(conf, spec.bins)
+        delay = None if label_ts is None else sketch.key(max(0.0, label_ts - ev.ts), spec.accuracy)
+        return b, conf or 0.0, int(label == ev.prediction), delay
+
+    def _add_labelled(self, key: tuple, parts: tuple[int | None, float, int, int | None]) -> None:
+        b, conf, correct, delay = parts
+        if b is not None:
+            bk = (*key, b)
+            cur = self.calibration.get(bk)
+            if cur is None:
+                cur = self.calibration[bk] = [0, 0.0, 0]
+            cur[0] += 1
+            cur[1] += conf
+            cur[2] += correct
+        if delay is not None:
+            sk = (*key, "delay", delay)
             self.sketches[sk] = self.sketches.get(sk, 0) + 1
 
-    def _slices(
-        self, key: tuple, ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]],
-        flags: tuple[int, ...],
-    ) -> None:
+    @staticmethod
+    def _slice_values(ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """(attribute, stored value) of each configured slice attribute."""
+        if not spec.slices:
+            return []
         raw = ev.slices or {}
+        out = []
         for attr in spec.slices:
             v = raw.get(attr)
             if v is None:
-                value = MISSING_SLICE
+                out.append((attr, MISSING_SLICE))
             else:
-                value = str(v) if (ev.model, attr, str(v)) in admitted else OTHER_SLICE
-            sk = (*key, attr, value)
-            cur = self.slices.get(sk)
-            if cur is None:
-                self.slices[sk] = list(flags)
-            else:
-                for i, f in enumerate(flags):
-                    cur[i] += f
+                v = str(v)
+                out.append((attr, v if (ev.model, attr, v) in admitted else OTHER_SLICE))
+        return out
+
+    def _add_slice(self, sk: tuple, flags: tuple[int, ...]) -> None:
+        cur = self.slices.get(sk)
+        if cur is None:
+            self.slices[sk] = list(flags)
+        else:
+            for i, f in enumerate(flags):
+                cur[i] += f
+
+
+_COUNTERS = ("requests", "classes", "calibration", "slices", "good", "sketches")
+LAST_TS = 10  # rollup_requests.last_ts in a requests row: a max, not a sum
 
 
 def _slice_flags(prediction: str, label: str | None, positive: str | None, selected_too: bool) -> tuple[int, ...]:
@@ -368,7 +428,8 @@ def upsert_add(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, .
 
 
 def apply(conn: sa.Connection, delta: Delta) -> None:
-    """Write a batch's increments (in the caller's transaction)."""
+    """Write a batch's increments (fine and coarse buckets) in the caller's transaction."""
+    delta = delta.with_coarse()
     upsert_add(conn, rollup_requests, [(*k, *v) for k, v in delta.requests.items()])
     upsert_add(conn, rollup_classes, [(*k, n) for k, n in delta.classes.items() if n])
     upsert_add(conn, rollup_calibration, [(*k, *v) for k, v in delta.calibration.items()])

@@ -22,7 +22,7 @@ Values of 0 (and below ZERO_BELOW) are counted exactly as 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
 from ddsketch.mapping import LogarithmicMapping
@@ -40,9 +40,18 @@ def mapping(relative_accuracy: float) -> LogarithmicMapping:
 
 def key(value: float, relative_accuracy: float) -> int:
     """The bin of a value >= 0 (negative values are clamped to 0)."""
-    if value < ZERO_BELOW:
-        return ZERO_KEY
-    return mapping(relative_accuracy).key(value)
+    return key_function(relative_accuracy)(value)
+
+
+@lru_cache(maxsize=8)
+def key_function(relative_accuracy: float) -> Callable[[float], int]:
+    """`key` with the accuracy bound: the ingest hot path calls it per event."""
+    to_key = mapping(relative_accuracy).key
+
+    def k(value: float) -> int:
+        return ZERO_KEY if value < ZERO_BELOW else to_key(value)
+
+    return k
 
 
 def bin_value(k: int, relative_accuracy: float) -> float:
