@@ -214,7 +214,8 @@ class Delta:
 
     def _fine(self, model: str, spec: ModelSpec) -> int:
         fine = spec.resolutions[0]
-        self.coarse[(model, fine)] = spec.resolutions[-1]
+        if (model, fine) not in self.coarse:
+            self.coarse[(model, fine)] = spec.resolutions[-1]
         return fine
 
     def with_coarse(self) -> Delta:
@@ -415,16 +416,12 @@ def upsert_add(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, .
             )
         conn.exec_driver_sql(sql, (_JSON.encode(rows),))
         return
-    per = max(1, 30000 // len(cols))
-    for i in range(0, len(rows), per):
-        chunk = rows[i : i + per]
-        sql = _SQL.get((dialect, table.name, len(chunk)))
-        if sql is None:
-            row = "(" + ", ".join("?" for _ in cols) + ")"
-            sql = _SQL[(dialect, table.name, len(chunk))] = (
-                f"INSERT INTO {quote(table.name)} ({names}) VALUES {', '.join([row] * len(chunk))} {conflict}"
-            )
-        conn.exec_driver_sql(sql, tuple(v for r in chunk for v in r))
+    sql = _SQL.get((dialect, table.name, 1))
+    if sql is None:
+        row = "(" + ", ".join("?" for _ in cols) + ")"
+        sql = _SQL[(dialect, table.name, 1)] = f"INSERT INTO {quote(table.name)} ({names}) VALUES {row} {conflict}"
+    # executemany of one prepared statement: SQLite runs it row by row in C
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def apply(conn: sa.Connection, delta: Delta) -> None:
