@@ -471,12 +471,16 @@ def _label_existing(
     if not params:
         return []
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(
+        # Only the rows this statement labelled count in the rollups (a
+        # concurrent reconcile_labels may have labelled one meanwhile).
+        done = set(conn.exec_driver_sql(
             "UPDATE predictions SET label = r->>0, label_ts = (r->>1)::float8 "
             "FROM jsonb_array_elements(%s::jsonb) AS r "
-            "WHERE model = r->>2 AND request_id = r->>3 AND label IS NULL",
+            "WHERE model = r->>2 AND request_id = r->>3 AND label IS NULL "
+            "RETURNING model, request_id",
             (_JSON.encode(params),),
-        )
+        ).all())
+        return [item for item, (_, _, m, r) in zip(labelled, params, strict=True) if (m, r) in done]
     else:
         conn.exec_driver_sql(
             "UPDATE predictions SET label = ?, label_ts = ? "
