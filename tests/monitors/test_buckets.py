@@ -24,7 +24,7 @@ def test_decompose_covers_the_span_exactly() -> None:
         end = start + int(rng.integers(1, 4 * 86400)) // 60 * 60
         pieces = decompose(start, end, 60, 3600)
         assert pieces[0][1] == start and pieces[-1][2] == end
-        for (r1, _, e1), (r2, s2, _) in zip(pieces, pieces[1:], strict=False):
+        for (_, _, e1), (_, s2, _) in zip(pieces, pieces[1:], strict=False):
             assert e1 == s2  # contiguous
         for res, lo, hi in pieces:
             assert lo % res == 0 and hi % res == 0 and lo < hi
