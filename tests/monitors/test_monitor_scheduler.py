@@ -323,3 +323,16 @@ def test_run_once_leaves_retention_out_and_retention_runs_on_demand(engine, stub
     # A scheduled tick within half an interval of the last run is skipped; an explicit run is not.
     assert sched.retention(NOW + 7260, force=False) == "skipped"
     assert sched.retention(NOW + 7260) == "ok"
+
+
+def test_a_scheduled_retention_run_that_deletes_records_its_success(engine):
+    """A scheduled tick (force=False) reads `monitor_runs` before deleting: its
+    run record must not be written from that earlier read snapshot (on SQLite
+    that write failed with SQLITE_BUSY_SNAPSHOT once the deletes committed)."""
+    cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"predictions": "1h"}})
+    sched = MonitorScheduler(cfg, engine)
+    assert sched.retention(NOW + 7200, force=False) == "ok"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar() == 0
+        (run,) = conn.execute(sa.select(monitor_runs).where(monitor_runs.c.job == RETENTION_JOB)).mappings()
+    assert run["last_success"] == NOW + 7200 and run["last_error"] is None
