@@ -212,11 +212,7 @@ class MonitorScheduler:
                 if not force and self._recently_attempted(conn, RETENTION_JOB, now, self.cfg.retention.interval):
                     return "skipped"
                 run_retention(self.engine, self.cfg, now)
-                # Recorded in a transaction of its own: on SQLite the lock
-                # connection's read snapshot predates the deletes, and writing
-                # from it would fail (SQLITE_BUSY_SNAPSHOT).
-                with self.engine.begin() as rec:
-                    record_run(rec, RETENTION_JOB, "retention", "*", now, time.monotonic() - started, None)
+                record_run(conn, RETENTION_JOB, "retention", "*", now, time.monotonic() - started, None)
         except Exception as exc:  # noqa: BLE001 - retention must not stop the monitors
             log.exception("job %s failed (will retry at its next tick)", RETENTION_JOB)
             message = f"{type(exc).__name__}: {exc}"[:2000]

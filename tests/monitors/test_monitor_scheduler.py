@@ -326,9 +326,8 @@ def test_run_once_leaves_retention_out_and_retention_runs_on_demand(engine, stub
 
 
 def test_a_scheduled_retention_run_that_deletes_records_its_success(engine):
-    """A scheduled tick (force=False) reads `monitor_runs` before deleting: its
-    run record must not be written from that earlier read snapshot (on SQLite
-    that write failed with SQLITE_BUSY_SNAPSHOT once the deletes committed)."""
+    """A scheduled tick (force=False) reads `monitor_runs`, deletes through other
+    connections, then records its run on the lock connection: that succeeds."""
     cfg = Config.model_validate({"models": {"m": {"windows": ["1h"]}}, "retention": {"predictions": "1h"}})
     sched = MonitorScheduler(cfg, engine)
     assert sched.retention(NOW + 7200, force=False) == "ok"
