@@ -73,7 +73,7 @@ def _position(row: Any) -> dict[str, Any] | None:
 
 
 def model_exists(conn: Connection, model: str) -> bool:
-    q = select(predictions.c.id).where(predictions.c.model == model).limit(1)
+    q = select(predictions.c.model).where(predictions.c.model == model).limit(1)
     return conn.execute(q).first() is not None
 
 
