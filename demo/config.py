@@ -23,7 +23,7 @@ def demo_settings(db_url: str, bootstrap: str, port: int, rate: float) -> dict[s
         # Every pass kept in the history, for the demo's own checks and the live view.
         "monitors": {"discover_models": False, "history_interval": "5s"},
         # Windows of a minute need buckets finer than the default minute.
-        "rollups": {"fine": "5s", "coarse": "5m"},
+        "rollups": {"fine": "1s", "coarse": "1m"},
         "defaults": {
             "windows": ["1m", "5m"],
             "interval": "5s",
