@@ -10,11 +10,13 @@ are idempotent, so resending a whole batch is harmless).
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from modelmon.contract import ContractError, Feedback, decode, parse_feedback
+from modelmon.contract import ContractError, Feedback, check_not_future, decode, parse_feedback
 from modelmon.http import HttpError, Request
 
 _FIELD_RE = re.compile(r"^([A-Za-z_][\w.]*): ")
@@ -115,8 +117,12 @@ def split_items(body: Any, max_items: int) -> tuple[list[Any], str]:
     )
 
 
-def validate(body: Any, max_items: int, max_event_bytes: int) -> tuple[list[Item], list[Rejection]]:
-    """Valid items and rejections, in request order."""
+def validate(
+    body: Any, max_items: int, max_event_bytes: int, max_future_skew: float = math.inf,
+    now: float | None = None,
+) -> tuple[list[Item], list[Rejection]]:
+    """Valid items and rejections, in request order (the same contract as Kafka ingest)."""
+    now = time.time() if now is None else now
     candidates, prefix = split_items(body, max_items)
     items: list[Item] = []
     rejected: list[Rejection] = []
@@ -124,6 +130,7 @@ def validate(body: Any, max_items: int, max_event_bytes: int) -> tuple[list[Item
         where = f"{prefix}/{i}" if prefix else ""
         try:
             event = parse_feedback(obj)
+            check_not_future(event.ts, now, max_future_skew)
             size = len(encode(obj))
             if size > max_event_bytes:
                 raise ContractError(

@@ -97,7 +97,8 @@ def list_models(conn: Connection, configured: list[str], now: float, fine: int =
             by_model = predictions.c.model == name
             first, last = (
                 conn.execute(select(func.min(predictions.c.ts)).where(by_model)).scalar(),
-                conn.execute(select(func.max(predictions.c.ts)).where(by_model)).scalar(),
+                # never past now: a far-future timestamp must not read as fresh
+                conn.execute(select(func.max(predictions.c.ts)).where(by_model, predictions.c.ts <= now)).scalar(),
             )
             counts = {label: _recent(conn, name, now, seconds, fine) for label, seconds in RECENT_WINDOWS.items()}
         else:

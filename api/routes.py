@@ -70,7 +70,8 @@ class Api:
         fb.check_content_type(req)
         body = fb.read_json(req, self.cfg.server.max_body_bytes)
         items, rejected = fb.validate(
-            body, self.cfg.server.max_feedback_batch, self.cfg.ingest.max_message_bytes
+            body, self.cfg.server.max_feedback_batch, self.cfg.ingest.max_message_bytes,
+            self.cfg.ingest.max_future_skew,
         )
         reply: dict[str, Any] = {
             "accepted": len(items),

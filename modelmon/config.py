@@ -92,11 +92,27 @@ class KafkaConfig(_Section):
 class IngestConfig(_Section):
     batch_max_events: int = Field(2000, ge=1)
     batch_max_age: Duration = 1.0
+    # A batch also closes at this many message bytes, so memory and the size of
+    # one store round trip stay bounded whatever the size of the events.
+    batch_max_bytes: int = Field(32 * 1_048_576, ge=1024)
     max_message_bytes: int = Field(1_048_576, ge=256)
     dead_letter_payload_bytes: int = Field(16_384, ge=0)
     status_interval: Duration = 10.0
     db_retry_initial: Duration = 0.5
     db_retry_max: Duration = 30.0
+    # Events stamped further ahead of this process's clock are dead-lettered
+    # (reason `timestamp_in_future`); nearer ones are stored, and freshness
+    # numbers never read past now.
+    max_future_skew: Duration = 3600.0
+    # A batch that has waited this long without being committed (store down,
+    # a batch it keeps refusing) marks the writer as stalled: /healthz 503.
+    stall_after: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _bytes_fit(self) -> IngestConfig:
+        if self.batch_max_bytes < self.max_message_bytes:
+            raise ValueError("ingest.batch_max_bytes must be at least ingest.max_message_bytes")
+        return self
 
 
 class ServerConfig(_Section):
@@ -105,6 +121,14 @@ class ServerConfig(_Section):
     api_tokens: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_feedback_batch: int = Field(1000, ge=1)
+    # /metrics: bearer tokens (or basic-auth passwords, any user name) it
+    # requires; empty = open. Turn on when slice values can identify people.
+    metrics_tokens: list[str] = Field(default_factory=list)
+    # /metrics exposes the monitor results of at most this many models (the
+    # configured ones first, then the most recently active) and at most this
+    # many series; what is cut is logged and counted.
+    metrics_max_models: int = Field(200, ge=1)
+    metrics_max_series: int = Field(250_000, ge=1000)
 
 
 class SLOConfig(_Section):
@@ -140,6 +164,8 @@ class Thresholds(_Section):
     dead_letter_rate: float = Field(0.01, gt=0, le=1)
     # Service-wide (read from `defaults.thresholds` only): messages behind, summed per topic.
     consumer_lag_messages: int = Field(10_000, ge=1)
+    # Service-wide: how far behind its schedule a monitor family may fall.
+    schedule_delay: Duration = 300.0
     # Version comparison (`compare`): how much accuracy a candidate may lose,
     # and how much error rate it may add, before its verdict is `worse`.
     version_accuracy_margin: float = Field(0.02, gt=0, lt=1)
@@ -274,6 +300,8 @@ class MonitorsConfig(_Section):
     # The latest results are replaced every tick; the history table gets one
     # pass per job at most this often.
     history_interval: Duration = 600.0
+    # Threads running monitor jobs (one job per thread at a time).
+    max_workers: int = Field(4, ge=1, le=64)
 
 
 class RollupsConfig(_Section):
@@ -389,6 +417,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MODELMON_HTTP_HOST": ("server", "host"),
     "MODELMON_HTTP_PORT": ("server", "port"),
     "MODELMON_API_TOKENS": ("server", "api_tokens"),
+    "MODELMON_METRICS_TOKENS": ("server", "metrics_tokens"),
 }
 
 
@@ -397,7 +426,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
         if var not in environ:
             continue
         value: Any = environ[var]
-        if key == "api_tokens":
+        if key in ("api_tokens", "metrics_tokens"):
             value = [t.strip() for t in value.split(",") if t.strip()]
         node = raw
         for part in section.split("."):

@@ -31,6 +31,9 @@ MAX_SLICE_VALUE = 128
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 # Epoch values above this are almost certainly milliseconds (year 5138).
 MAX_EPOCH_SECONDS = 1e11
+# latency_ms must be below this (exclusive): sums of many latencies stay finite.
+# The JSON Schema says the same (`exclusiveMaximum`); tests keep them in line.
+MAX_LATENCY_MS = 1e300
 
 
 class ContractError(ValueError):
@@ -53,6 +56,8 @@ REASONS = (
     "invalid_value",
     "unknown_field",
     "unknown_schema_version",
+    # Event time further ahead of the receiver's clock than `ingest.max_future_skew`.
+    "timestamp_in_future",
     # Ingest only: the store refused an event that passed the contract; a
     # topic that is not an ingest topic.
     "store_rejected",
@@ -141,6 +146,21 @@ def parse_timestamp(value: Any, field: str = "timestamp") -> float:
             raise ContractError("invalid_value", f"{field}: {value!r} is before 1970-01-01T00:00:00Z")
         return ts
     raise ContractError("wrong_type", f"{field}: expected RFC 3339 text or epoch seconds, got {type(value).__name__}")
+
+
+def check_not_future(ts: float, now: float, max_skew: float, field: str = "timestamp") -> None:
+    """Refuse an event time more than `max_skew` seconds ahead of `now`.
+
+    A far-future timestamp (a producer with a broken clock, `9999-12-31`) would
+    otherwise sit forever at the top of `max(ts)` and hide a model that went
+    quiet; events within the skew are kept, and freshness reads clamp them to now.
+    """
+    if ts > now + max_skew:
+        raise ContractError(
+            "timestamp_in_future",
+            f"{field}: {ts:.3f} is {ts - now:.0f} s ahead of the receiver's clock "
+            f"(more than ingest.max_future_skew = {max_skew:.0f} s)",
+        )
 
 
 def _require(obj: dict[str, Any], field: str) -> Any:
@@ -281,8 +301,10 @@ def parse_prediction(obj: Any) -> Prediction:
     if latency is not None:
         if isinstance(latency, bool) or not isinstance(latency, int | float):
             raise ContractError("wrong_type", f"latency_ms: expected a number, got {type(latency).__name__}")
-        if not -1e300 < latency < 1e300 or not math.isfinite(latency) or latency < 0:
-            raise ContractError("invalid_value", f"latency_ms: expected a finite number >= 0, got {latency!r}")
+        if not math.isfinite(latency) or not 0 <= latency < MAX_LATENCY_MS:
+            raise ContractError(
+                "invalid_value", f"latency_ms: expected a number >= 0 and below 1e300, got {latency!r}"
+            )
     status = obj.get("status", "ok")
     if status is None:
         status = "ok"

@@ -19,9 +19,10 @@ from modelmon.store import tables
 TOKEN = "test-token-0123456789"
 
 
-def make_config(tokens: list[str] | None = None, **server: Any) -> Config:
+def make_config(tokens: list[str] | None = None, ingest: dict[str, Any] | None = None, **server: Any) -> Config:
     return Config.model_validate(
         {
+            "ingest": ingest or {},
             "server": {"api_tokens": [TOKEN] if tokens is None else tokens, **server},
             "models": {"fraud": {"task": "binary", "positive_class": 1}},
         }

@@ -147,6 +147,7 @@ def test_deeply_nested_json_is_422(sqlite_engine):
         (feedback_event(timestamp=1.7e12), "invalid_value", "/timestamp"),
         (feedback_event(extra=1), "unknown_field", ""),
         (feedback_event(schema_version=2), "unknown_schema_version", "/schema_version"),
+        (feedback_event(timestamp="9999-12-31T23:59:59Z"), "timestamp_in_future", "/timestamp"),
     ],
 )
 def test_schema_violation_is_422_with_field_path(served, sqlite_engine, event, reason, path):
@@ -206,3 +207,11 @@ def test_large_unread_body_still_gets_its_413(served, sqlite_engine):
         r = served.request("POST", "/v1/feedback", b"x" * (8 * 1024 * 1024))
         assert r.status == 413
     assert row_counts(sqlite_engine) == before
+
+
+def test_a_label_within_the_clock_skew_is_accepted(served, sqlite_engine):
+    import time
+
+    r = served.post_json("/v1/feedback", feedback_event(request_id="skewed", timestamp=time.time() + 600))
+    assert r.status == 200, r.body
+    assert r.json()["accepted"] == 1

@@ -128,7 +128,7 @@ def test_every_documented_override_reaches_its_key(tmp_path: Path) -> None:
         for part in section.split("."):
             node = getattr(node, part)
         got = node[key] if isinstance(node, dict) else getattr(node, key)
-        expected = {"port": 1234, "api_tokens": ["x"]}.get(key, "x")
+        expected = {"port": 1234, "api_tokens": ["x"], "metrics_tokens": ["x"]}.get(key, "x")
         assert got == expected, var
 
 

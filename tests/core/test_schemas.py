@@ -80,6 +80,7 @@ PREDICTIONS: list[dict[str, Any] | Any] = [
     change(P, prediction=True, scores={"1": 0.75}),
     change(P, prediction=False, timestamp=0),
     change(P, timestamp=1_790_000_000.5, latency_ms=0),
+    change(P, latency_ms=9.9e299),
     change(P, timestamp="2026-11-23T10:00:00.123+05:30"),
     change(P, timestamp="2026-11-23 10:00:00z"),
     change(P, timestamp="2024-02-29T23:59:59-08:00"),
@@ -134,6 +135,8 @@ PREDICTIONS: list[dict[str, Any] | Any] = [
     change(P, latency_ms="5"),
     change(P, latency_ms=-0.1),
     change(P, latency_ms=False),
+    change(P, latency_ms=1.7e308),  # finite, but at or above the documented 1e300 bound
+    change(P, latency_ms=1e300),
     change(P, status="ERROR"),
     change(P, status=0),
     change(P, slices=["a"]),
