@@ -44,6 +44,8 @@ BURN_RULES = (
 )
 DEAD_LETTER_WINDOW = "10m"
 CONSUMER_LAG_FOR = 600.0
+MONITOR_BEHIND_FOR = 180.0  # a few minutes: one slow pass is not worth a ticket
+INGEST_STALLED_FOR = 60.0
 
 # The alert names, in the order the documentation lists them.
 ALERTS = (
@@ -55,10 +57,12 @@ ALERTS = (
     "ModelmonCandidateWorse",
     "ModelmonNoRecentPredictions",
     "ModelmonMonitorStale",
+    "ModelmonMonitorBehind",
     "ModelmonSLOFastBurn",
     "ModelmonSLOSlowBurn",
     "ModelmonDeadLetterRate",
     "ModelmonConsumerLagHigh",
+    "ModelmonIngestStalled",
     "ModelmonStoreUnreachable",
 )
 
@@ -368,14 +372,20 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
         "or the model never sent a prediction).",
     ))
 
+    # A job that never succeeded (never ran, or always failed) is exported as 0,
+    # so it is stale too; the description says "never" instead of 56 years.
     stale_after = max(3 * s.interval, 300.0)
+    never = (
+        '{{ with printf "modelmon_monitor_last_success_timestamp_seconds{model=%q,monitor=%q} == 0" '
+        "$labels.model $labels.monitor | query }}has never succeeded{{ else }}last succeeded "
+        "{{ $value | humanizeDuration }} ago{{ end }}"
+    )
     rules.append(b.alert(
         "ModelmonMonitorStale",
         f"time() - modelmon_monitor_last_success_timestamp_seconds{_sel(m)} > {_num(stale_after)}",
         300, "ticket",
         "Monitor {{ $labels.monitor }} of {{ $labels.model }} is stale",
-        "Monitor {{ $labels.monitor }} for model {{ $labels.model }} last succeeded "
-        "{{ $value | humanizeDuration }} ago (runs every "
+        f"Monitor {{{{ $labels.monitor }}}} for model {{{{ $labels.model }}}} {never} (runs every "
         f"{prom_duration(s.interval)}; stale after {prom_duration(stale_after)}). "
         "Its values on dashboards and in other alerts are out of date.",
     ))
@@ -452,6 +462,7 @@ def _service_rules(cfg: Config, b: _Builder) -> list[dict[str, Any]]:
     count = " + ".join(total(x, "increase") for x in (
         "modelmon_ingest_dead_letters_total", "modelmon_predictions_total", "modelmon_feedback_total"))
     lag = d.thresholds.consumer_lag_messages
+    behind, stall = d.thresholds.schedule_delay, cfg.ingest.stall_after
     expr = (
         f"{dead}\n/\n({all_msgs})\n> {_num(d.thresholds.dead_letter_rate)}\n"
         f"and\n({count}) >= {d.min_samples}"
@@ -472,6 +483,26 @@ def _service_rules(cfg: Config, b: _Builder) -> list[dict[str, Any]]:
             f"{{{{ $labels.topic }}}} (summed over its partitions; threshold {lag}, for "
             f"{prom_duration(CONSUMER_LAG_FOR)}). Monitor values, dashboards and freshness alerts "
             "see the model service's traffic late.",
+        ),
+        b.alert(
+            "ModelmonMonitorBehind",
+            f"max by (monitor) (modelmon_monitor_schedule_delay_seconds) > {_num(behind)}",
+            MONITOR_BEHIND_FOR, "ticket",
+            "Monitor {{ $labels.monitor }} is {{ $value | humanizeDuration }} behind schedule",
+            "A job of monitor {{ $labels.monitor }} has been due for {{ $value | humanizeDuration }} "
+            f"without starting (threshold {prom_duration(behind)}, for "
+            f"{prom_duration(MONITOR_BEHIND_FOR * b.options.for_scale)}): the scheduler cannot keep "
+            "up with the models' intervals, or a job of this monitor hangs. Its values on "
+            "dashboards and in other alerts are older than their interval.",
+        ),
+        b.alert(
+            "ModelmonIngestStalled",
+            f"max(modelmon_ingest_batch_pending_seconds) > {_num(stall)}", INGEST_STALLED_FOR, "page",
+            "modelmon ingest cannot commit a batch for {{ $value | humanizeDuration }}",
+            "The modelmon ingest writer has held a batch it cannot commit for "
+            f"{{{{ $value | humanizeDuration }}}} (threshold {prom_duration(stall)}): the store "
+            "refuses or times out its writes. Nothing new reaches the monitors, and the consumer "
+            "lag grows until it is fixed.",
         ),
         b.alert(
             "ModelmonStoreUnreachable", "modelmon_store_up == 0", 300, "page",

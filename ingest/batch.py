@@ -1,12 +1,15 @@
 """An open batch of Kafka records, and turning records into store rows.
 
-A batch closes when it holds `ingest.batch_max_events` messages or its first
-message is `ingest.batch_max_age` old. Its offsets (last processed + 1 per
-partition) are committed only after the batch's database transaction commits.
+A batch closes when it holds `ingest.batch_max_events` messages, or
+`ingest.batch_max_bytes` of message values (so memory and one store round trip
+stay bounded whatever the size of the events), or its first message is
+`ingest.batch_max_age` old. Its offsets (last processed + 1 per partition) are
+committed only after the batch's database transaction commits.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from modelmon.contract import (
     ContractError,
     Feedback,
     Prediction,
+    check_not_future,
     decode,
     parse_feedback,
     parse_prediction,
@@ -34,12 +38,18 @@ class Record(Protocol):
     value: bytes | None
 
 
+def size(record: Any) -> int:
+    """What a message weighs in a batch: its value's bytes (a tombstone: 0)."""
+    return 0 if record.value is None else len(record.value)
+
+
 @dataclass(slots=True)
 class Batch:
     records: list[Any] = field(default_factory=list)
     opened_at: float | None = None  # time.monotonic() of the first record
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    nbytes: int = 0  # sum of the records' value sizes
 
     def __len__(self) -> int:
         return len(self.records)
@@ -50,16 +60,34 @@ class Batch:
         if self.opened_at is None:
             self.opened_at = time.monotonic()
         self.records.extend(records)
+        self.nbytes += sum(map(size, records))
         self.first_offsets.setdefault(tp, records[0].offset)
         self.next_offsets[tp] = records[-1].offset + 1
+
+    def take(self, tp: TopicPartition, records: list[Any], max_events: int, max_bytes: float) -> int:
+        """Add the longest prefix of `records` that fits; how many were taken.
+
+        An empty batch always takes one record, however large, so that a
+        message above the byte bound still moves (it is dead-lettered later).
+        """
+        n, nbytes, events = 0, self.nbytes, len(self.records)
+        for r in records:
+            if events + n >= max_events or (events + n and nbytes + size(r) > max_bytes):
+                break
+            nbytes += size(r)
+            n += 1
+        self.add(tp, records[:n] if n < len(records) else records)
+        return n
 
     def age(self, now: float | None = None) -> float:
         if self.opened_at is None:
             return 0.0
         return (time.monotonic() if now is None else now) - self.opened_at
 
-    def is_due(self, max_events: int, max_age: float) -> bool:
-        return bool(self.records) and (len(self.records) >= max_events or self.age() >= max_age)
+    def is_due(self, max_events: int, max_age: float, max_bytes: float = math.inf) -> bool:
+        return bool(self.records) and (
+            len(self.records) >= max_events or self.nbytes >= max_bytes or self.age() >= max_age
+        )
 
     def without(self, partitions: Iterable[TopicPartition]) -> Batch:
         """This batch minus the records of some partitions (revoked in a rebalance)."""
@@ -88,7 +116,7 @@ def dead_letter(
     payload = None if raw is None else bytes(raw[:payload_limit])
     return DeadLetter(
         reason=reason,
-        detail=detail[:2000],
+        detail=detail[:2000].replace("\x00", "\\0"),  # PostgreSQL text refuses NUL
         payload=payload,
         payload_bytes=0 if raw is None else len(raw),
         source=source,
@@ -102,8 +130,16 @@ def parse_records(
     feedback_topic: str,
     max_message_bytes: int,
     payload_limit: int,
+    max_future_skew: float = math.inf,
+    now: float | None = None,
 ) -> Parsed:
-    """Decode and validate; anything that breaks the contract becomes a dead letter."""
+    """Decode and validate; anything that breaks the contract becomes a dead letter.
+
+    That includes an event time more than `max_future_skew` seconds ahead of
+    `now` (this process's clock): one far-future timestamp would otherwise stay
+    the newest event forever and hide a model that went quiet.
+    """
+    now = time.time() if now is None else now
     preds: list[tuple[Prediction, Position]] = []
     fbs: list[tuple[Feedback, Position]] = []
     dead: list[DeadLetter] = []
@@ -112,9 +148,13 @@ def parse_records(
         try:
             obj = decode(r.value, max_message_bytes)
             if r.topic == predictions_topic:
-                preds.append((parse_prediction(obj), position))
+                pred = parse_prediction(obj)
+                check_not_future(pred.ts, now, max_future_skew)
+                preds.append((pred, position))
             elif r.topic == feedback_topic:
-                fbs.append((parse_feedback(obj), position))
+                fb = parse_feedback(obj)
+                check_not_future(fb.ts, now, max_future_skew)
+                fbs.append((fb, position))
             else:  # not subscribed; only if the configuration changed under us
                 raise ContractError("unknown_topic", f"topic {r.topic!r} is not an ingest topic")
         except ContractError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -102,8 +102,15 @@ class IngestMetrics:
         )
         self.lag = Gauge(
             "modelmon_consumer_lag_messages",
-            "Messages behind the fetch high-watermark, per partition.",
+            "Messages not committed yet (held back in memory or not read), per partition.",
             ["topic", "partition"],
+            registry=registry,
+        )
+        # Read at scrape time (watch_pending), so a writer that hangs still shows.
+        self.batch_pending = Gauge(
+            "modelmon_ingest_batch_pending_seconds",
+            "Age of the oldest batch received but not committed yet; 0 when none. "
+            "Grows while the writer makes no progress.",
             registry=registry,
         )
         self.db_errors = Counter(
@@ -184,6 +191,10 @@ class IngestMetrics:
         for kind, c in conflicts.items():
             if c:
                 self.conflicts.labels(kind).inc(c)
+
+    def watch_pending(self, age: Callable[[], float]) -> None:
+        """Report `age()` (IngestService.stalled_for) as the pending-seconds gauge."""
+        self.batch_pending.set_function(age)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)

@@ -9,7 +9,13 @@ Guarantees, and how they are kept:
   * a bad message never stops ingest: it becomes a dead letter with its reason;
   * database unreachable: the batch stays in memory and is retried with bounded
     backoff; polling stops (partitions paused) but the consumer keeps calling
-    poll so the group does not evict it; offsets stay uncommitted meanwhile.
+    poll so the group does not evict it; offsets stay uncommitted meanwhile;
+  * memory bounded: a batch holds at most `ingest.batch_max_events` messages and
+    `ingest.batch_max_bytes` of values; records a poll returned beyond that wait
+    in a spill, and nothing more is fetched while a full batch waits;
+  * a stall shows: `stalled_for()` (and the gauge
+    `modelmon_ingest_batch_pending_seconds`) is the age of the oldest batch not
+    committed yet, and the lag counts the messages held back in memory.
 
 Polling and writing overlap: while the writer thread stores batch N, this loop
 fills batch N+1.
@@ -54,8 +60,12 @@ def consumer_settings(cfg: Config) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",  # a new group starts at the beginning: nothing skipped
         "max_poll_records": ing.batch_max_events,
-        "fetch_max_bytes": 64 * 1024 * 1024,
-        "max_partition_fetch_bytes": max(8 * 1024 * 1024, ing.max_message_bytes + 65536),
+        # One fetch response is buffered per broker beside the two batches: bound it
+        # like a batch (a larger first message still comes, alone).
+        "fetch_max_bytes": ing.batch_max_bytes,
+        "max_partition_fetch_bytes": min(
+            ing.batch_max_bytes, max(8 * 1024 * 1024, ing.max_message_bytes + 65536)
+        ),
         "receive_message_max_bytes": max(64 * 1024 * 1024, ing.max_message_bytes * 2),
         "bootstrap_timeout_ms": 10_000,  # then retry, so a stop request is noticed
     }
@@ -86,15 +96,19 @@ class IngestService:
         ing = cfg.ingest
         self.max_events = ing.batch_max_events
         self.max_age = ing.batch_max_age
+        self.max_bytes = ing.batch_max_bytes
         self.writer = BatchWriter(
             engine, cfg.kafka.predictions_topic, cfg.kafka.feedback_topic,
             ing.max_message_bytes, ing.dead_letter_payload_bytes,
             ing.db_retry_initial, ing.db_retry_max,
             on_db_error=metrics.db_errors.inc if metrics else None,
-            specs=Specs(cfg),
+            specs=Specs(cfg), max_future_skew=ing.max_future_skew,
         )
         self.consumer: KafkaConsumer | None = None
         self.open = Batch()
+        # Records a poll returned that did not fit in the open batch; while there are
+        # any, the open batch is full and nothing more is fetched.
+        self.spill = Batch()
         self.inflight: Job | None = None
         self.generation = 0
         self.paused = False
@@ -111,6 +125,8 @@ class IngestService:
         self._lag_at = 0.0
         self._status_busy = 0.0
         self.ready = threading.Event()  # set once the consumer has joined the group
+        if metrics is not None:
+            metrics.watch_pending(self.stalled_for)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -154,15 +170,15 @@ class IngestService:
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         if self.inflight is not None:
             self._wait_and_reap(deadline)
-        if self.inflight is None and self.open.records:
-            self._submit()
+        while self.inflight is None and self.open.records and time.monotonic() < deadline:
+            self._submit()  # the spill follows into the next open batch
             self._wait_and_reap(deadline)
         if self.inflight is not None:
             self.inflight.cancelled.set()
             log.warning(
                 "could not store the last batch within %.0f s; its %d messages were not "
                 "committed and will be read again on restart", SHUTDOWN_GRACE_SECONDS,
-                len(self.inflight.batch) + len(self.open),
+                len(self.inflight.batch) + len(self.open) + len(self.spill),
             )
 
     def _wait_and_reap(self, deadline: float) -> None:
@@ -174,14 +190,17 @@ class IngestService:
 
     def _step(self) -> None:
         self._reap()
-        if self.inflight is None and self.open.is_due(self.max_events, self.max_age):
+        if self.inflight is None and self._full_or_due():
             self._submit()
+        self._maybe_lag()
         consumer = self.consumer
         assert consumer is not None
         room = self.max_events - len(self.open)
-        if room <= 0:
+        if room <= 0 or self.spill.records or self.open.nbytes >= self.max_bytes:
             # Open batch full and the previous one still being written (or retried):
-            # stop fetching, but keep polling now and then so the group keeps us.
+            # stop fetching (fetches are sent only by poll), but keep polling now and
+            # then, partitions paused, so the group keeps us. Pausing only then: a
+            # fetch that lands for a paused partition is thrown away and read again.
             assert self.inflight is not None
             if time.monotonic() - self.last_poll >= KEEPALIVE_SECONDS:
                 self._pause()
@@ -198,6 +217,11 @@ class IngestService:
             timeout = min(timeout, 0.05)
         self._poll(timeout, room)
 
+    def _full_or_due(self) -> bool:
+        return bool(self.spill.records) or self.open.is_due(
+            self.max_events, self.max_age, self.max_bytes
+        )
+
     def _poll(self, timeout: float, max_records: int | None = None) -> None:
         assert self.consumer is not None
         records = self.consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
@@ -205,7 +229,11 @@ class IngestService:
         if records and not self.ready.is_set():
             self.ready.set()
         for tp, recs in records.items():
-            self.open.add(tp, recs)
+            # Once a record did not fit, everything after it waits in the spill.
+            taken = 0 if self.spill.records else self.open.take(
+                tp, recs, self.max_events, self.max_bytes
+            )
+            self.spill.add(tp, recs[taken:])
         if not self.ready.is_set() and self.consumer.assignment():
             self.ready.set()
 
@@ -213,6 +241,24 @@ class IngestService:
         job = Job(batch=self.open, generation=self.generation)
         self.open = Batch()
         self.inflight = self.writer.submit(job)
+        if self.spill.records:
+            self._unspill()
+
+    def _unspill(self) -> None:
+        """Move what fits of the spill into the (new, empty) open batch, in order."""
+        spill, self.spill = self.spill, Batch()
+        rest = len(spill.records)
+        for n, r in enumerate(spill.records):
+            if not self.open.take(TopicPartition(r.topic, r.partition), [r],
+                                  self.max_events, self.max_bytes):
+                rest = n
+                break
+        for r in spill.records[rest:]:
+            self.spill.add(TopicPartition(r.topic, r.partition), [r])
+        # Received when the spill was: their age (pending, batch_max_age) counts from then.
+        self.open.opened_at = spill.opened_at
+        if self.spill.records:
+            self.spill.opened_at = spill.opened_at
 
     def _reap(self) -> None:
         job = self.inflight
@@ -228,6 +274,9 @@ class IngestService:
         if job.generation == self.generation:
             self._commit(job.batch.next_offsets)
         self._account(job)
+
+    def _maybe_lag(self) -> None:
+        """Refresh the lag gauge about once a second, progress or not."""
         if self.metrics is not None and time.monotonic() - self._lag_at >= 1.0:
             self._lag_at = time.monotonic()
             for tp, n in self.lag().items():
@@ -309,10 +358,11 @@ class IngestService:
         if job is not None:
             # The batch being written was given up: every partition we keep must
             # be read again from that batch's first offsets.
-            self._rewind(job.batch, self.open)
-            self.open = Batch()
+            self._rewind(job.batch, self.open, self.spill)
+            self.open, self.spill = Batch(), Batch()
         else:
             self.open = self.open.without(revoked)
+            self.spill = self.spill.without(revoked)
         self.paused = False
         if self.metrics is not None:
             for tp in revoked:
@@ -338,23 +388,56 @@ class IngestService:
     # -- status ------------------------------------------------------------
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Messages behind the fetch high-watermark, per assigned partition."""
+        """Messages not committed yet, per assigned partition.
+
+        From the oldest message held back in memory (in the batch being written,
+        the open batch or the spill; without any, the consumer position) to the
+        high watermark of the last fetch: a batch the store does not take shows
+        as lag. (Tansu's end_offsets read too low after batched writes, so the
+        fetch's high watermark it is.)
+        """
         consumer = self.consumer
         out: dict[TopicPartition, int] = {}
         if consumer is None:
             return out
+        held = self._held_first_offsets()
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
             if hw is None:
                 continue
-            try:
-                pos = consumer.position(tp, timeout_ms=100)
-            except KafkaError:
+            start = held.get(tp)
+            if start is None:
+                try:
+                    start = consumer.position(tp, timeout_ms=100)
+                except KafkaError:
+                    continue
+            if start is None:
                 continue
-            if pos is None:
-                continue
-            out[tp] = max(0, hw - pos)
+            out[tp] = max(0, hw - start)
         return out
+
+    def _held_first_offsets(self) -> dict[TopicPartition, int]:
+        job = self.inflight
+        batches = [self.open, self.spill] + ([job.batch] if job is not None else [])
+        first: dict[TopicPartition, int] = {}
+        for b in batches:
+            for tp, off in b.first_offsets.items():
+                first[tp] = min(off, first.get(tp, off))
+        return first
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds the oldest batch received has waited without being committed (0.0: none).
+
+        Under load this stays near batch_max_age plus one write; it grows while
+        the writer makes no progress (store down, or a batch it cannot store).
+        Called from other threads (/healthz, the metrics scrape): reads only.
+        """
+        job = self.inflight
+        batches = [self.open, self.spill] + ([job.batch] if job is not None else [])
+        starts = [b.opened_at for b in batches if b.opened_at is not None and b.records]
+        if not starts:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - min(starts))
 
     def _maybe_status(self) -> None:
         if time.monotonic() - self._status_at >= self.cfg.ingest.status_interval:
@@ -364,16 +447,23 @@ class IngestService:
         now = time.monotonic()
         elapsed = max(now - self._status_at, 1e-9)
         rate = (self.stored - self._status_stored) / elapsed
-        busy = (self.writer.busy_seconds - self._status_busy) / elapsed
+        busy_total = self.writer.busy_total()
+        busy = min(1.0, (busy_total - self._status_busy) / elapsed)
         self._status_at, self._status_stored = now, self.stored
-        self._status_busy = self.writer.busy_seconds
+        self._status_busy = busy_total
         lag = self.lag() if not final else {}
         if self.metrics is not None:
             for tp, n in lag.items():
                 self.metrics.set_lag(tp.topic, tp.partition, n)
         db = "ok"
+        pending = self.stalled_for(now)
         if self.writer.failing_since is not None:
             db = f"UNREACHABLE for {now - self.writer.failing_since:.0f}s, offsets held back"
+        elif pending >= self.cfg.ingest.stall_after:
+            # Reachable, but nothing committed: a write that hangs, or one that keeps failing.
+            db = f"STALLED: oldest batch uncommitted for {pending:.0f}s, offsets held back"
+            if self.writer.last_error:
+                db += f" (last error: {self.writer.last_error})"
         log.info(
             "ingest%s: %.0f events/s, stored %d, lag %s, dead letters %d, duplicates %d, "
             "conflicts %d, batches %d, writer busy %.0f%%, store %s",

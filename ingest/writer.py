@@ -1,31 +1,37 @@
 """The batch writer: one thread that stores batches, one transaction each.
 
 It runs beside the polling loop so that Kafka fetches and database round
-trips overlap. A batch is retried as is (same records, same order) while the
-database is unreachable, with exponential backoff bounded by
-`ingest.db_retry_max`; the polling loop meanwhile holds its offsets back.
+trips overlap. What it does with a failed write depends on the error
+(`modelmon.ingest.errors.classify`): while the store is unreachable or busy, the same batch is
+retried as is, with exponential backoff bounded by `ingest.db_retry_max`, and
+the polling loop holds its offsets back; when the store refuses the batch
+itself (too large, too slow, or an event it will not take), retrying cannot
+help, so the batch is split in halves, recursively, and only single events
+the store refuses become `store_rejected` dead letters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
+from modelmon.contract import Feedback, Prediction
 from modelmon.ingest.batch import Batch, Parsed, dead_letter, parse_records
+from modelmon.ingest.errors import Failure, classify
 from modelmon.store.rollups import Specs
-from modelmon.store.writes import BatchOutcome, DeadLetter, write_batch
+from modelmon.store.writes import BatchOutcome, DeadLetter, Position, write_batch
 
 log = logging.getLogger(__name__)
-
-# Errors after which the same batch may succeed later: the server is down, the
-# connection broke, SQLite is locked. Anything else is about the data.
-TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, OSError)
 
 
 @dataclass(eq=False)
@@ -41,6 +47,18 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+# One event of a batch, in batch order: ("p", prediction, position) or ("f", feedback, position).
+Item = tuple[str, Prediction | Feedback, Position]
+
+
+@dataclass(slots=True)
+class _Part:
+    """Events written in one transaction, with dead letters that go with them."""
+
+    items: list[Item]
+    dead_letters: list[DeadLetter]
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -53,6 +71,8 @@ class BatchWriter:
         retry_max: float,
         on_db_error: Any = None,
         specs: Specs | None = None,
+        max_future_skew: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.specs = specs  # rollup specs of the configuration (None: built-in defaults)
@@ -60,14 +80,48 @@ class BatchWriter:
         self.feedback_topic = feedback_topic
         self.max_message_bytes = max_message_bytes
         self.payload_limit = payload_limit
+        self.max_future_skew = max_future_skew
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self.on_db_error = on_db_error
-        self.failing_since: float | None = None  # read by the status line
-        self.busy_seconds = 0.0  # time spent parsing and writing, for the status line
+        self.on_db_error = on_db_error  # called on every failed attempt, whatever the error
+        self.clock = clock
+        # Read by the status line: since when the store is unreachable (connection
+        # failures only), and the last failure of any kind (None after a success).
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
         self.parse_seconds = 0.0
+        self._busy_lock = threading.Lock()
+        self._busy_done = 0.0  # parsing and writing, finished spells
+        self._busy_from: float | None = None  # start of the current spell
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="ingest-writer", daemon=True)
+
+    @property
+    def busy_seconds(self) -> float:
+        return self.busy_total()
+
+    def busy_total(self) -> float:
+        """Seconds spent parsing and writing so far, the spell in progress included.
+
+        Sampled at each status line, so a long write counts in every interval it
+        spans, never more than the interval (backoff waits are not busy).
+        """
+        with self._busy_lock:
+            now = self.clock()
+            current = 0.0 if self._busy_from is None else max(0.0, now - self._busy_from)
+            return self._busy_done + current
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        with self._busy_lock:
+            self._busy_from = self.clock()
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                assert self._busy_from is not None
+                self._busy_done += max(0.0, self.clock() - self._busy_from)
+                self._busy_from = None
 
     def start(self) -> None:
         self._thread.start()
@@ -82,14 +136,12 @@ class BatchWriter:
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
-            started = time.perf_counter()
             try:
                 self._process(job)
             except Exception as exc:  # never let the writer thread die silently
                 log.exception("ingest writer failed on a batch")
                 job.error = repr(exc)
             finally:
-                self.busy_seconds += time.perf_counter() - started
                 job.done.set()
 
     def _process(self, job: Job) -> None:
@@ -98,90 +150,111 @@ class BatchWriter:
             return
         if job.parsed is None:
             t_parse = time.perf_counter()
-            job.parsed = parse_records(
-                job.batch.records, self.predictions_topic, self.feedback_topic,
-                self.max_message_bytes, self.payload_limit,
-            )
+            with self._busy():
+                job.parsed = parse_records(
+                    job.batch.records, self.predictions_topic, self.feedback_topic,
+                    self.max_message_bytes, self.payload_limit, self.max_future_skew,
+                )
             self.parse_seconds += time.perf_counter() - t_parse
-        delay = self.retry_initial
-        while True:
-            job.attempts += 1
-            started = time.perf_counter()
-            try:
-                job.outcome = self._write(job.parsed)
-                job.duration = time.perf_counter() - started
-                if self.failing_since is not None:
-                    log.info(
-                        "store reachable again after %.1f s; resuming",
-                        time.monotonic() - self.failing_since,
-                    )
-                    self.failing_since = None
-                return
-            except TRANSIENT as exc:
-                self._note_failure(exc, job, delay)
-            except Exception as exc:
-                # The store refused something in this batch (not a connection
-                # problem), or a bug: find the events it refuses and dead-letter
-                # them, so that one bad event cannot stall ingest.
-                log.warning("store rejected a batch (%s); writing its events one by one", _short(exc))
-                try:
-                    job.outcome = self._write_isolated(job)
-                    job.duration = time.perf_counter() - started
-                    return
-                except TRANSIENT as exc2:
-                    self._note_failure(exc2, job, delay)
-                except Exception:
-                    log.exception("could not store a batch even event by event; retrying it")
-            if job.cancelled.wait(delay):
-                job.error = "cancelled"
-                return
-            delay = min(delay * 2, self.retry_max)
+        started = time.perf_counter()
+        outcome = self._store(job, job.parsed)
+        if outcome is not None:
+            job.duration = time.perf_counter() - started
+            job.outcome = outcome
 
-    def _note_failure(self, exc: BaseException, job: Job, delay: float) -> None:
-        if self.on_db_error is not None:
-            self.on_db_error()
-        first = self.failing_since is None
-        if first:
-            self.failing_since = time.monotonic()
-        # One line per failure would flood the log during an outage: log the
-        # first, then only when the backoff has grown.
-        if first or delay >= self.retry_max or job.attempts <= 3:
-            log.warning(
-                "store unavailable (%s); offsets held back, retrying the same %d-message "
-                "batch in %.1f s", _short(exc), len(job.batch), delay,
-            )
-
-    def _write(self, parsed: Parsed) -> BatchOutcome:
-        with self.engine.begin() as conn:
-            return write_batch(
-                conn, parsed.predictions, parsed.feedback, parsed.dead_letters, specs=self.specs
-            )
-
-    def _write_isolated(self, job: Job) -> BatchOutcome:
-        """Write event by event; those the store rejects become dead letters."""
-        assert job.parsed is not None
+    def _store(self, job: Job, parsed: Parsed) -> BatchOutcome | None:
+        """Write the batch, splitting what the store refuses; None if cancelled."""
+        # Feedback first, as write_batch does, each in batch order: split parts are
+        # written in this order, so the first of two versions of an event still wins
+        # and a prediction still finds the label of feedback from its own batch.
+        items: list[Item] = [("f", f, pos) for f, pos in parsed.feedback]
+        items += [("p", p, pos) for p, pos in parsed.predictions]
+        parts = deque([_Part(items, list(parsed.dead_letters))])
+        letters: list[DeadLetter] = []  # written last, once the events are
         raw = {(r.topic, r.partition, r.offset): r.value for r in job.batch.records}
         total = BatchOutcome()
-        rejected: list[DeadLetter] = []
-        singles: list[tuple[list[Any], list[Any]]] = [([p], []) for p in job.parsed.predictions]
-        singles += [([], [f]) for f in job.parsed.feedback]
-        for preds, fbs in singles:
+        delay = self.retry_initial
+        split_logged = False
+        while parts or letters:
+            if not parts:
+                parts.append(_Part([], letters))
+                letters = []
+            part = parts[0]
+            job.attempts += 1
             try:
-                with self.engine.begin() as conn:
-                    total.merge(write_batch(conn, preds, fbs, [], specs=self.specs))
-            except TRANSIENT:
-                raise
+                with self._busy():
+                    total.merge(self._write(part))
             except Exception as exc:
-                pos = (preds or fbs)[0][1]
-                detail = f"the store rejected the event: {_short(exc)}"
-                rejected.append(
-                    dead_letter("store_rejected", detail, raw.get((pos.topic, pos.partition, pos.offset)),
-                                pos, self.payload_limit)
-                )
-        job.parsed.dead_letters.extend(rejected)
-        with self.engine.begin() as conn:
-            total.merge(write_batch(conn, [], [], job.parsed.dead_letters))
+                error, failure = exc, classify(exc)
+                if self.on_db_error is not None:
+                    self.on_db_error()
+                self.last_error = f"{failure.value}: {_short(exc)}"
+            else:
+                parts.popleft()
+                delay = self.retry_initial
+                self.last_error = None
+                if self.failing_since is not None:
+                    log.info("store reachable again after %.1f s; resuming",
+                             time.monotonic() - self.failing_since)
+                    self.failing_since = None
+                continue
+            if failure in (Failure.SPLIT, Failure.REJECT) and (
+                len(part.items) > 1 or (part.items and part.dead_letters)
+            ):
+                parts.popleft()
+                letters.extend(part.dead_letters)
+                half = (len(part.items) + 1) // 2
+                parts.extendleft(reversed([_Part(part.items[:half], []),
+                                           _Part(part.items[half:], [])]))
+                parts = deque(p for p in parts if p.items or p.dead_letters)
+                # The first split of a batch is worth a warning; the rest follow from it.
+                (log.debug if split_logged else log.warning)(
+                    "the store refused %d events in one transaction (%s); writing them in "
+                    "halves", len(part.items), _short(error))
+                split_logged = True
+                continue
+            if failure is Failure.REJECT and part.items:
+                parts.popleft()
+                _, _, pos = part.items[0]
+                detail = f"the store rejected the event: {_short(error)}"
+                letters.append(dead_letter("store_rejected", detail,
+                                           raw.get((pos.topic, pos.partition, pos.offset)),
+                                           pos, self.payload_limit))
+                log.warning("the store rejected the event at %s[%d]@%d; dead-lettered (%s)",
+                            pos.topic, pos.partition, pos.offset, _short(error))
+                continue
+            self._note_failure(error, failure, job, len(part.items), delay)
+            if job.cancelled.wait(delay):
+                job.error = "cancelled"
+                return None
+            delay = min(delay * 2, self.retry_max)
         return total
+
+    def _note_failure(
+        self, exc: BaseException, failure: Failure, job: Job, n: int, delay: float
+    ) -> None:
+        first = job.attempts <= 3
+        if failure is Failure.CONNECTION:
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                first = True
+            what = "store unavailable"
+        elif failure is Failure.REJECT:  # only dead letters left: a bug, or the schema
+            log.error("could not store dead letters (%s)", _short(exc), exc_info=exc)
+            what = "store refused the dead letters"
+        else:
+            what = "store cannot take the batch now"
+        # One line per failure would flood the log during an outage: log the
+        # first ones, then only when the backoff has grown.
+        if first or delay >= self.retry_max:
+            log.warning("%s (%s); offsets held back, retrying the same %d-event part of a "
+                        "%d-message batch in %.1f s", what, _short(exc), n, len(job.batch), delay)
+
+    def _write(self, part: _Part) -> BatchOutcome:
+        preds = [(ev, pos) for kind, ev, pos in part.items if kind == "p"]
+        fbs = [(ev, pos) for kind, ev, pos in part.items if kind == "f"]
+        with self.engine.begin() as conn:
+            return write_batch(conn, preds, fbs, part.dead_letters, specs=self.specs)  # type: ignore[arg-type]
 
 
 def _short(exc: BaseException) -> str:

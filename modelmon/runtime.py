@@ -36,16 +36,26 @@ class Runtime:
         host: str | None = None,
         port: int | None = None,
         migrate: bool = True,
-        metrics_cache_seconds: float = 1.0,
+        metrics_refresh_seconds: float | None = None,
+        metrics_cache_seconds: float | None = None,
     ) -> None:
+        """`metrics_refresh_seconds`: how often /metrics' monitor results are read and
+        rendered (default min(shortest monitor interval, 15 s); 0 = on every scrape).
+        `metrics_cache_seconds` is its former name."""
         self.cfg = cfg
         self.with_ingest = with_ingest
         self.host = cfg.server.host if host is None else host
         self._port = cfg.server.port if port is None else port
         self.migrate = migrate
-        self.metrics_cache_seconds = metrics_cache_seconds
+        if metrics_refresh_seconds is None:
+            metrics_refresh_seconds = metrics_cache_seconds
+        if metrics_refresh_seconds is None:
+            intervals = [cfg.model(m).interval for m in cfg.models] + [cfg.model("_").interval]
+            metrics_refresh_seconds = min(15.0, *intervals)
+        self.metrics_refresh_seconds = float(metrics_refresh_seconds)
         self.engine: Any = None
-        self.registry: Any = None
+        self.registry: Any = None  # the live part of /metrics: ingest (and scheduler) metrics
+        self.exposition: Any = None  # /metrics: monitor results rendered once per refresh + registry
         self.scheduler: Any = None
         self.ingest: Any = None
         self.ingest_metrics: Any = None
@@ -58,6 +68,7 @@ class Runtime:
         self._started = False
         self._stopped = False
         self._store_check: tuple[float, bool] = (-1e9, False)
+        self._first_pass_at: float | None = None
 
     @property
     def http_port(self) -> int:
@@ -77,6 +88,8 @@ class Runtime:
 
         from modelmon.alerts.endpoints import register_endpoints
         from modelmon.alerts.exporter import MonitorResultsCollector
+        from modelmon.alerts.exposition import MetricsExposition
+        from modelmon.api.auth import ScrapeAuth
         from modelmon.api.producer import feedback_producer
         from modelmon.api.routes import register as api_register
         from modelmon.http import HttpServer, Router
@@ -92,9 +105,11 @@ class Runtime:
             from modelmon.store.migrate import upgrade
 
             upgrade(self.engine, cfg=self.cfg)
+        # /metrics = the monitor results, read and rendered by a background thread
+        # once per refresh period, followed by this registry's live, small metrics.
         self.registry = CollectorRegistry()
-        self.registry.register(
-            MonitorResultsCollector(self.engine, self.cfg, cache_seconds=self.metrics_cache_seconds)
+        self.exposition = MetricsExposition(
+            MonitorResultsCollector(self.engine, self.cfg), self.registry, self.metrics_refresh_seconds
         )
         try:
             if self.with_ingest:
@@ -102,8 +117,15 @@ class Runtime:
             if self.cfg.monitors.enabled:
                 self.scheduler = MonitorScheduler(self.cfg, self.engine)
                 self.scheduler.start()
+                # How far behind schedule each family is: live, from memory.
+                self.registry.register(self.scheduler.collector())
+            self.exposition.start()
             router = Router()
-            register_endpoints(router, self.registry, self.health, self.readiness)
+            metrics_auth = ScrapeAuth(self.cfg.server.metrics_tokens)
+            register_endpoints(
+                router, self.exposition, self.health, self.readiness,
+                metrics_auth if metrics_auth.enabled else None,
+            )
             # `run` sends HTTP feedback through Kafka like every other label;
             # `monitor` (often without Kafka access) writes it to the store.
             if self.with_ingest:
@@ -157,6 +179,8 @@ class Runtime:
             self._ingest_thread.join(timeout)
             if self._ingest_thread.is_alive():
                 log.warning("ingest did not stop within %.0f s", timeout)
+        if self.exposition is not None:
+            self.exposition.stop()
         if self.scheduler is not None:
             try:
                 self.scheduler.stop()
@@ -195,16 +219,30 @@ class Runtime:
         return ok
 
     def health(self) -> dict[str, bool]:
+        """Liveness: a dead ingest thread, or a batch uncommitted for `ingest.stall_after`
+        (a store that refuses or hangs), is unhealthy; restarting may cure either, and
+        either way the probe tells the operator ingest is not making progress."""
         checks = {"http": True}
         if self.with_ingest:
             checks["ingest"] = self._ingest_thread is not None and self._ingest_thread.is_alive()
+            stalled = self.ingest is not None and self.ingest.stalled_for() >= self.cfg.ingest.stall_after
+            checks["ingest_progress"] = not stalled
         return checks
 
     def readiness(self) -> dict[str, bool]:
         checks = {"store": self._store_reachable()}
         if self.cfg.monitors.enabled:
-            checks["first_monitor_pass"] = bool(self.scheduler and self.scheduler.first_pass_done)
+            checks["first_monitor_pass"] = self._first_pass_rendered()
         return checks
+
+    def _first_pass_rendered(self) -> bool:
+        """The first monitor pass is done and /metrics serves results read after it."""
+        if not (self.scheduler and self.scheduler.first_pass_done):
+            return False
+        if self._first_pass_at is None:
+            self._first_pass_at = time.monotonic()
+            self.exposition.wake()
+        return bool(self.exposition.refreshed_since(self._first_pass_at))
 
     def ready(self) -> bool:
         return all(self.readiness().values())

@@ -9,7 +9,7 @@ is appended to it only every `monitors.history_interval` (tracked in
 record that retention trims by `computed_at`.
 
 Both writes happen in the scheduler's transaction together with the job's
-`monitor_runs` row, so a job that fails leaves its last good pass in
+`monitor_runs` row (created with NULL times when the job is first queued), so a job that fails leaves its last good pass in
 `monitor_latest` (its staleness is visible in `runs`).
 """
 
@@ -162,6 +162,19 @@ def record_run(
     stmt = _upsert(conn)(monitor_runs).values(**values)
     update = {k: stmt.excluded[k] for k in values if k != "job"}
     conn.execute(stmt.on_conflict_do_update(index_elements=["job"], set_=update))
+
+
+def ensure_runs(conn: sa.Connection, jobs: Iterable[tuple[str, str, str]]) -> None:
+    """Create the bookkeeping row of each (job, monitor, model) that has none.
+
+    A new row has every time NULL (never attempted); an existing one is left
+    alone. The scheduler calls this when it queues a job, so a job that never
+    gets to run still has a row for the exporter and the staleness alert.
+    """
+    rows = [{"job": j, "monitor": m, "model": model} for j, m, model in jobs]
+    for i in range(0, len(rows), 500):
+        stmt = _upsert(conn)(monitor_runs).values(rows[i : i + 500])
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["job"]))
 
 
 def runs(conn: sa.Connection) -> list[dict[str, Any]]:

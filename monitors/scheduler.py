@@ -1,28 +1,42 @@
 """Runs every monitor family for every model on a schedule.
 
-One APScheduler job per (family, model) at the model's interval (coalesced,
-one instance at a time). A job queries and computes through the family's
-`collect`, then replaces its rows in `monitor_latest` (appending them to the
-`monitor_results` history at most every `monitors.history_interval`) and
-upserts its `monitor_runs` row, all in one transaction. A job that raises is
-logged with its name, its error is recorded, and it simply runs again at its
-next tick.
+One job per (family, model) at the model's interval, run by a pool of
+`monitors.max_workers` threads from a fair queue (monitors/schedule.py):
+models are spread over the interval by a stable phase (a model's families
+share it), the job due the longest runs first whatever its family or model,
+and a job that falls behind is coalesced into one run at its latest slot,
+never dropped. `collector()` exposes per family how far behind schedule it is
+(`modelmon_monitor_schedule_delay_seconds`) and how many runs started more
+than an interval late (`modelmon_monitor_runs_late_total`), so a slow pass
+degrades visibly and fairly instead of starving families silently.
 
-A "retention:*" job (every `retention.interval` when `retention.enabled`)
-deletes rows past their configured age in bounded steps
-(modelmon.store.retention); `run_once` leaves it out so that a pass stays
-deterministic, `retention(now)` runs it explicitly.
+A job queries and computes through the family's `collect`, then replaces its
+rows in `monitor_latest` (appending them to the `monitor_results` history at
+most every `monitors.history_interval`) and upserts its `monitor_runs` row,
+all in one transaction. A job that raises is logged with its name, its error
+is recorded, and it simply runs again at its next slot. Every scheduled job
+gets its `monitor_runs` row when it is queued (never attempted: NULL times),
+so a job that never gets to run is as visible as one that fails.
+
+The label reconciliation (`reconcile_labels:*`, at the shortest model
+interval) and, when `retention.enabled`, the retention job ("retention:*",
+every `retention.interval`, bounded deletes, see modelmon.store.retention)
+each have a thread of their own: they never queue behind model jobs.
+`run_once` leaves retention out so that a pass stays deterministic,
+`retention(now)` runs it explicitly.
 
 Several `modelmon monitor` processes may share one PostgreSQL database: each
 job takes a transaction-level advisory lock keyed on its name and skips
-quietly when another process holds it; a scheduled tick also skips when the
-job's last attempt (by any process) is younger than half its interval, so the
-job runs in only one process per interval.
+quietly when another process holds it; a scheduled run also skips when the
+job's last attempt (by any process) is younger than half its interval. The
+phases are the same in every process, so they contend for the same slots
+and the job runs in only one process per interval.
 
 The families of one model share their scans: every job runs inside the
-scheduler's `AggregateCache`, and the scheduled ticks of one model's families
-all evaluate at the same tick time (the scheduled fire time), so the combined
-GROUP BY of `aggregates.window_groups` is computed once per (model, tick).
+scheduler's `AggregateCache`, and one model's families have the same slots,
+so they are queued side by side and evaluate at the same tick time; the
+combined GROUP BY of `aggregates.window_groups` is computed once per
+(model, tick).
 """
 
 from __future__ import annotations
@@ -32,8 +46,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -41,7 +54,8 @@ from sqlalchemy import Engine
 from modelmon.config import Config, ResolvedModel
 from modelmon.monitors.aggregates import AggregateCache, shared
 from modelmon.monitors.registry import FAMILIES
-from modelmon.monitors.results import record_run, write_results
+from modelmon.monitors.results import ensure_runs, record_run, write_results
+from modelmon.monitors.schedule import FairQueue, Job, ScheduleCollector
 from modelmon.store.rollups import Specs
 from modelmon.store.tables import monitor_runs, predictions
 
@@ -51,6 +65,7 @@ RECONCILE_JOB = "reconcile_labels:*"
 RETENTION_JOB = "retention:*"
 RECONCILE_MARGIN = 300.0  # longer than one ingest transaction
 DISCOVER_INTERVAL = 60.0
+STOP_TIMEOUT = 60.0  # how long stop() waits for a running job
 
 
 def lock_key(job: str) -> int:
@@ -79,13 +94,20 @@ class MonitorScheduler:
         self.engine = engine
         self.families = dict(FAMILIES if families is None else families)
         self.first_pass_done = False
-        self._scheduler = None  # APScheduler BackgroundScheduler once started
+        self._queue = self._new_queue()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._pending_first: set[str] = set()
         self._missing_logged: set[str] = set()
         self._reconciled_at: float | None = None
         self._aggregates = AggregateCache()
         self._specs = Specs(cfg)
+
+    def _new_queue(self) -> FairQueue:
+        # No family may take every worker: one that hangs leaves the others running.
+        workers = self.cfg.monitors.max_workers
+        return FairQueue(family_cap=max(1, workers - 1))
 
     # -- what to run ---------------------------------------------------------
 
@@ -238,19 +260,7 @@ class MonitorScheduler:
         self.first_pass_done = True
         return out
 
-    def _tick(self, family: str, model: str, start: float, interval: float) -> None:
-        # The scheduled fire time: the same for every family of the model, so they share scans.
-        slack = min(1.0, interval / 10)  # a fire a hair early still belongs to its tick
-        now = start + max(0, (time.time() - start + slack) // interval) * interval
-        self.run_job(family, model, now, force=False)
-        self._attempted(f"{family}:{model}")
-
-    def _retention_tick(self) -> None:
-        self.retention(time.time(), force=False)
-
-    def _reconcile_tick(self) -> None:
-        self.reconcile(time.time())
-        self._attempted(RECONCILE_JOB)
+    # -- the schedule (see monitors/schedule.py) --------------------------------
 
     def _attempted(self, job: str) -> None:
         with self._lock:
@@ -258,32 +268,55 @@ class MonitorScheduler:
             if not self._pending_first:
                 self.first_pass_done = True
 
+    def _work(self) -> None:
+        """A pool worker: the most overdue model job, again and again, until stopped."""
+        while (got := self._queue.take()) is not None:
+            job, tick = got
+            try:
+                self.run_job(job.family, job.model, tick, force=False)
+            except Exception:  # noqa: BLE001 - run_job records its own errors; never lose a worker
+                log.exception("monitor job %s failed outside its transaction", job.name)
+            finally:
+                self._queue.done(job.name)
+                self._attempted(job.name)
+
+    def _dedicated(self, name: str, run: Callable[[float], str]) -> None:
+        """The thread of one service job (reconcile, retention): it never waits for the pool."""
+        while (got := self._queue.take(name)) is not None:
+            try:
+                run(got[1])
+            except Exception:  # noqa: BLE001
+                log.exception("job %s failed", name)
+            finally:
+                self._queue.done(name)
+                self._attempted(name)
+
     def _add_jobs(self) -> None:
-        assert self._scheduler is not None
+        """Queue a job per (available family, model) not queued yet, each with a `monitor_runs` row.
+
+        The rows of jobs that never ran (last_attempt and last_success NULL)
+        let the exporter and `ModelmonMonitorStale` see a job that never gets
+        to run, not only one that fails.
+        """
         with self.engine.connect() as conn:
             models = self.models(conn)
-        start = datetime.now(UTC).replace(microsecond=0)
+        start = float(int(time.time()))  # one tick for the whole first pass: shared scans
+        families = [f for f in self.families if self._module(f) is not None]
+        new: list[tuple[str, str, str]] = []
         for model in models:
             interval = self.cfg.model(model).interval
-            for family in self.families:
+            for order, family in enumerate(families):
                 job = f"{family}:{model}"
-                if self._scheduler.get_job(job) is not None or self._module(family) is None:
+                if job in self._queue:
                     continue
+                new.append((job, family, model))
                 if not self.first_pass_done:
                     with self._lock:
                         self._pending_first.add(job)
-                self._scheduler.add_job(
-                    self._tick,
-                    "interval",
-                    seconds=interval,
-                    args=(family, model, start.timestamp(), interval),
-                    id=job,
-                    name=job,
-                    coalesce=True,
-                    max_instances=1,
-                    misfire_grace_time=max(1, int(interval)),
-                    next_run_time=start,
-                )
+                self._queue.add(job, family, model, interval, start, order=order)
+        if new:
+            with self.engine.begin() as conn:
+                ensure_runs(conn, new)
 
     def _discover(self) -> None:
         try:
@@ -291,40 +324,70 @@ class MonitorScheduler:
         except Exception:  # noqa: BLE001
             log.exception("could not list models for the monitors")
 
-    def start(self) -> None:
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
+    def _discover_loop(self) -> None:
+        while not self._stopping.wait(DISCOVER_INTERVAL):
+            self._discover()
 
-        self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=4)}, timezone=UTC
-        )
+    def _thread(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def start(self) -> None:
+        """Start the pool (`monitors.max_workers` threads) and the service jobs' own threads."""
+        if self._threads:
+            raise RuntimeError("the monitor scheduler is already running")
+        self._stopping.clear()
+        if self._queue.closed:  # started again after a stop: a fresh schedule
+            self._queue = self._new_queue()
         intervals = [self.cfg.model(m).interval for m in self.cfg.models] or [
             self.cfg.model("_").interval
         ]
+        now = time.time()
         with self._lock:
             self._pending_first.add(RECONCILE_JOB)
-        self._scheduler.add_job(
-            self._reconcile_tick, "interval", seconds=min(intervals), id=RECONCILE_JOB,
-            coalesce=True, max_instances=1, next_run_time=datetime.now(UTC),
-        )
+        self._queue.add(RECONCILE_JOB, "reconcile_labels", "*", min(intervals), now, dedicated=True)
+        try:
+            with self.engine.begin() as conn:
+                ensure_runs(conn, [(RECONCILE_JOB, "reconcile_labels", "*")])
+        except Exception:  # noqa: BLE001 - the reconcile thread records its run anyway
+            log.exception("could not create the monitor_runs row of %s", RECONCILE_JOB)
         if self.cfg.retention.enabled:
             from modelmon.store.retention import check
 
             check(self.cfg)
-            self._scheduler.add_job(
-                self._retention_tick, "interval", seconds=self.cfg.retention.interval, id=RETENTION_JOB,
-                coalesce=True, max_instances=1,
-            )
+            every = self.cfg.retention.interval
+            self._queue.add(RETENTION_JOB, "retention", "*", every, now + every, dedicated=True)
+        # Every first-pass job is queued (and pending) before any thread can finish one.
         self._discover()
+        self._thread("modelmon-reconcile", self._dedicated, RECONCILE_JOB, self.reconcile)
+        if self.cfg.retention.enabled:
+            self._thread("modelmon-retention", self._dedicated, RETENTION_JOB,
+                         lambda t: self.retention(t, force=False))
         if self.cfg.monitors.discover_models:
-            self._scheduler.add_job(
-                self._discover, "interval", seconds=DISCOVER_INTERVAL, id="discover_models",
-                coalesce=True, max_instances=1,
-            )
-        self._scheduler.start()
-        log.info("monitor scheduler started with %d jobs", len(self._scheduler.get_jobs()))
+            self._thread("modelmon-discover", self._discover_loop)
+        for i in range(self.cfg.monitors.max_workers):
+            self._thread(f"modelmon-monitor-{i}", self._work)
+        log.info("monitor scheduler started with %d jobs and %d workers",
+                 len(self._queue.jobs()), self.cfg.monitors.max_workers)
 
     def stop(self, wait: bool = True) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=wait)
-            self._scheduler = None
+        """Stop taking jobs; with `wait`, let the running ones finish (up to STOP_TIMEOUT)."""
+        self._stopping.set()
+        self._queue.close()
+        if wait:
+            for thread in self._threads:
+                thread.join(STOP_TIMEOUT)
+                if thread.is_alive():
+                    log.warning("%s still running a job after %.0fs; leaving it", thread.name, STOP_TIMEOUT)
+        self._threads = []
+
+    # -- what the schedule looks like ----------------------------------------------
+
+    def jobs(self) -> list[Job]:
+        """Every scheduled job's state: due time, runs, recent (due, tick, start, end)."""
+        return self._queue.jobs()
+
+    def collector(self) -> ScheduleCollector:
+        """A prometheus_client collector of the per-family schedule delay and late runs."""
+        return ScheduleCollector(lambda: self._queue)

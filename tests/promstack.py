@@ -122,14 +122,17 @@ class Prometheus:
         scrape_interval: str = "1s",
         evaluation_interval: str = "1s",
         job: str = "modelmon",
+        scrape_auth: dict[str, Any] | None = None,
     ) -> None:
+        """`scrape_auth` is merged into the scrape config, e.g. {"authorization": {"credentials": t}}
+        or {"basic_auth": {"username": u, "password": p}}."""
         servers.require_executable(PROMETHEUS, "prometheus (Debian package prometheus)")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}], **(scrape_auth or {})}],
         }
         if alertmanager:
             config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
@@ -261,12 +264,15 @@ def promstack(
     evaluation_interval: str = "1s",
     group_wait: str = "1s",
     warmup: Callable[[Any], None] | None = None,
+    scrape_auth: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
     """modelmon Runtime + Prometheus (generated rules) + Alertmanager + webhook receiver.
 
     `cfg` is a modelmon Config (its server port is ignored: a free one is used).
     `warmup(runtime)` runs after modelmon is up and before Prometheus starts, e.g.
     to send the first events so absent()-based alerts start from a live model.
+    `scrape_auth` goes into Prometheus' scrape config (see `Prometheus`), for a
+    `cfg` with `server.metrics_tokens`.
     """
     from modelmon.alerts.rules import RuleOptions, write_rules
     from modelmon.runtime import Runtime
@@ -274,7 +280,7 @@ def promstack(
     rules_dir = workdir / "rules"
     rule_files = write_rules(cfg, rules_dir, RuleOptions(for_scale=for_scale))
     with contextlib.ExitStack() as stack:
-        runtime = Runtime(cfg, with_ingest=with_ingest, host=HOST, port=0, metrics_cache_seconds=0)
+        runtime = Runtime(cfg, with_ingest=with_ingest, host=HOST, port=0, metrics_refresh_seconds=0)
         runtime.start()
         stack.callback(runtime.stop)
         if not servers.wait_until(runtime.ready, 60):
@@ -287,7 +293,7 @@ def promstack(
         stack.callback(am.stop)
         prom = Prometheus(
             workdir / "prometheus", [f"{HOST}:{runtime.http_port}"], rule_files, am.address,
-            scrape_interval, evaluation_interval,
+            scrape_interval, evaluation_interval, scrape_auth=scrape_auth,
         )
         stack.callback(prom.stop)
         if not servers.wait_until(prom.targets_up, 30):

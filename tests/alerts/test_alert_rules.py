@@ -71,8 +71,9 @@ def test_promtool_unit_tests_pass() -> None:
 
 def _unit_cases() -> dict[str, dict[str, int]]:
     cases: dict[str, dict[str, int]] = {}
-    for path in UNIT_TESTS.glob("*.test.yml"):
-        for test in yaml.safe_load(path.read_text())["tests"]:
+    suites = [yaml.safe_load(p.read_text())["tests"] for p in UNIT_TESTS.glob("*.test.yml")]
+    for suite in (*suites, *(u["tests"] for u in SCHEDULE_UNIT_TESTS.values())):
+        for test in suite:
             for check in test.get("alert_rule_test", []):
                 kind = "firing" if check.get("exp_alerts") else "quiet"
                 c = cases.setdefault(check["alertname"], {"firing": 0, "quiet": 0})
@@ -119,7 +120,7 @@ def test_for_scale_shortens_every_for(tmp_path: Path) -> None:
     for text in files.values():
         for group in yaml.safe_load(text)["groups"]:
             durations |= {r["for"] for r in group["rules"] if "for" in r}
-    assert durations and durations <= {"1200ms", "6s", "3s", "9s"}
+    assert durations and durations <= {"1200ms", "6s", "3s", "9s", "1800ms", "600ms"}
     assert prom_duration(0.5) == "500ms" and prom_duration(5400) == "90m" and prom_duration(86400) == "1d"
 
 
@@ -303,3 +304,115 @@ def test_candidate_worse_holds_the_verdict_and_never_reads_inconclusive(tmp_path
     assert rule(files, "discovered-models.yml")["expr"].startswith('modelmon_version_worse{model!~"fast|slow"')
     scaled = rule(generate(cfg, RuleOptions(for_scale=0.01)), "model-slow.yml")
     assert scaled["for"] == "9s" and "held for 9s" in scaled["annotations"]["description"]
+
+
+# -- scheduler and ingest stalls (issue 14): promtool unit tests of the repository's rules --------
+
+RUNBOOK = "https://github.com/modelmon/modelmon/blob/main/README.md#runbook-"
+SCHEDULE_UNIT_TESTS = {
+    "service": {
+        "rule_files": [str(RULES / "service.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # shift: 400 s behind on one of two instances (> 300 s) for 3m pages a ticket;
+                # accuracy 200 s behind, and a 400 s spike shorter than 3m, stay quiet.
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'modelmon_monitor_schedule_delay_seconds{monitor="shift",instance="a:9464"}',
+                     "values": "0x5 400x20"},
+                    {"series": 'modelmon_monitor_schedule_delay_seconds{monitor="shift",instance="b:9464"}',
+                     "values": "0x25"},
+                    {"series": 'modelmon_monitor_schedule_delay_seconds{monitor="accuracy",instance="a:9464"}',
+                     "values": "200x25"},
+                    {"series": 'modelmon_monitor_schedule_delay_seconds{monitor="fairness",instance="a:9464"}',
+                     "values": "0x5 400 400 0x18"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "7m", "alertname": "ModelmonMonitorBehind", "exp_alerts": []},
+                    {"eval_time": "10m", "alertname": "ModelmonMonitorBehind", "exp_alerts": [
+                        {"exp_labels": {"severity": "ticket", "monitor": "shift"}, "exp_annotations": {
+                            "summary": "Monitor shift is 6m 40s behind schedule",
+                            "description": "A job of monitor shift has been due for 6m 40s without starting "
+                            "(threshold 5m, for 3m): the scheduler cannot keep up with the models' intervals, "
+                            "or a job of this monitor hangs. Its values on dashboards and in other alerts "
+                            "are older than their interval.",
+                            "runbook_url": RUNBOOK + "modelmonmonitorbehind"}}]},
+                ],
+            },
+            {   # the oldest uncommitted batch ages past 300 s: pages after 1m; 200 s never does
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'modelmon_ingest_batch_pending_seconds{instance="a:9464"}',
+                     "values": "0x5 0+60x20"},
+                    {"series": 'modelmon_ingest_batch_pending_seconds{instance="b:9464"}', "values": "200x25"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "11m", "alertname": "ModelmonIngestStalled", "exp_alerts": []},
+                    {"eval_time": "13m", "alertname": "ModelmonIngestStalled", "exp_alerts": [
+                        {"exp_labels": {"severity": "page"}, "exp_annotations": {
+                            "summary": "modelmon ingest cannot commit a batch for 7m 0s",
+                            "description": "The modelmon ingest writer has held a batch it cannot commit for "
+                            "7m 0s (threshold 5m): the store refuses or times out its writes. Nothing new "
+                            "reaches the monitors, and the consumer lag grows until it is fixed.",
+                            "runbook_url": RUNBOOK + "modelmoningeststalled"}}]},
+                ],
+            },
+            {   # below both thresholds all along: quiet
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'modelmon_ingest_batch_pending_seconds{instance="a:9464"}', "values": "299x30"},
+                    {"series": 'modelmon_monitor_schedule_delay_seconds{monitor="shift"}', "values": "299x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "25m", "alertname": "ModelmonIngestStalled", "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": "ModelmonMonitorBehind", "exp_alerts": []},
+                ],
+            },
+        ],
+    },
+    "fraud": {
+        "rule_files": [str(RULES / "model-fraud.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # a job that never succeeded is exported as 0: stale after 5m, and says "never"
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'modelmon_monitor_last_success_timestamp_seconds{model="fraud",monitor="proxies"}',
+                     "values": "0x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "ModelmonMonitorStale", "exp_alerts": []},
+                    {"eval_time": "12m", "alertname": "ModelmonMonitorStale", "exp_alerts": [
+                        {"exp_labels": {"severity": "ticket", "model": "fraud", "monitor": "proxies"},
+                         "exp_annotations": {
+                            "summary": "Monitor proxies of fraud is stale",
+                            "description": "Monitor proxies for model fraud has never succeeded (runs every 1m; "
+                            "stale after 5m). Its values on dashboards and in other alerts are out of date.",
+                            "runbook_url": RUNBOOK + "modelmonmonitorstale"}}]},
+                ],
+            },
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("suite", sorted(SCHEDULE_UNIT_TESTS))
+def test_schedule_ingest_and_never_succeeded_alerts_with_promtool(tmp_path: Path, suite: str) -> None:
+    """ModelmonMonitorBehind, ModelmonIngestStalled and a never-succeeded ModelmonMonitorStale."""
+    path = tmp_path / f"{suite}.test.yml"
+    path.write_text(yaml.safe_dump(SCHEDULE_UNIT_TESTS[suite], sort_keys=False))
+    result = _promtool("test", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schedule_delay_and_stall_thresholds_come_from_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "modelmon.yaml"
+    path.write_text("defaults:\n  thresholds: {schedule_delay: 90s}\ningest: {stall_after: 2m}\n")
+    service = yaml.safe_load(generate(load_config(path, environ={}))["service.yml"])
+    rules = {r["alert"]: r for r in service["groups"][0]["rules"]}
+    assert rules["ModelmonMonitorBehind"]["expr"] == (
+        "max by (monitor) (modelmon_monitor_schedule_delay_seconds) > 90.0\n")
+    assert rules["ModelmonIngestStalled"]["expr"] == "max(modelmon_ingest_batch_pending_seconds) > 120.0\n"
+    assert (rules["ModelmonMonitorBehind"]["for"], rules["ModelmonIngestStalled"]["for"]) == ("3m", "1m")
+    assert rules["ModelmonMonitorBehind"]["labels"] == {"severity": "ticket"}
+    assert rules["ModelmonIngestStalled"]["labels"] == {"severity": "page"}

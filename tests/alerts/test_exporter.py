@@ -1,4 +1,4 @@
-"""The /metrics collector: fresh families per scrape, values only for status ok, promtool-clean."""
+"""The /metrics collector: fresh families per read, values only for status ok, promtool-clean."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelmon.alerts.exporter import MonitorResultsCollector
 from modelmon.config import Config
+from modelmon.contract import parse_prediction
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
-from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
+from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs
+from modelmon.store.writes import write_batch
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 NOW = 1_700_000_000.0
@@ -119,11 +121,10 @@ def _get(samples: dict, name: str, **labels: str) -> float | None:
 
 def test_exposition_of_every_metric_passes_promtool(engine, tmp_path: Path) -> None:
     _insert(engine, FULL)
-    with engine.begin() as conn:
-        conn.execute(predictions.insert(), [{
-            "model": "fraud", "model_version": "v1", "request_id": "r1", "ts": NOW - 5, "prediction": "1",
-            "status": "ok", "schema_version": 1, "digest": "d", "ingested_at": NOW - 4,
-        }])
+    with engine.begin() as conn:  # as ingest stores it: with its rollups, which the gauge reads
+        event = parse_prediction({"request_id": "r1", "model": "fraud", "model_version": "v1",
+                                  "timestamp": NOW - 5, "prediction": 1})
+        write_batch(conn, [(event, None)], [], [], now=NOW - 4)
     text = _scrape(MonitorResultsCollector(engine, _cfg(), cache_seconds=0, clock=lambda: NOW))
     (tmp_path / "metrics.txt").write_text(text)
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)

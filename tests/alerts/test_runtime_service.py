@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ def _config(tmp_path: Path, **extra) -> dict:
 
 def test_runtime_serves_health_readiness_and_promtool_clean_metrics(tmp_path: Path) -> None:
     cfg = Config.model_validate(_config(tmp_path))
-    with Runtime(cfg, with_ingest=False, metrics_cache_seconds=0) as rt:
+    with Runtime(cfg, with_ingest=False, metrics_refresh_seconds=0) as rt:
         assert _get(rt.url + "/healthz")[0] == 200
         assert _wait(lambda: _get(rt.url + "/readyz")[0] == 200), _get(rt.url + "/readyz")
         body = json.loads(_get(rt.url + "/readyz")[1])
@@ -68,6 +69,20 @@ def test_runtime_serves_health_readiness_and_promtool_clean_metrics(tmp_path: Pa
     assert _get(rt.url + "/healthz")[0] == 0  # closed
 
 
+def test_once_ready_metrics_serves_the_first_pass_from_the_background_rendering(tmp_path: Path) -> None:
+    cfg = Config.model_validate(_config(tmp_path, defaults={"interval": "1h", "windows": ["1m", "5m"]}))
+    with Runtime(cfg, with_ingest=False) as rt:
+        assert rt.metrics_refresh_seconds == 15  # min(interval, 15 s): renders off the scrape path
+        assert _wait(rt.ready, 30), rt.readiness()
+        req = urllib.request.Request(rt.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            text = gzip.decompress(resp.read()).decode()
+    succeeded = [line for line in text.splitlines()
+                 if line.startswith("modelmon_monitor_last_success_timestamp_seconds{")]
+    assert succeeded and all(float(line.split()[-1]) > 0 for line in succeeded), text
+
+
 def test_not_ready_before_the_first_monitor_pass(tmp_path: Path) -> None:
     cfg = Config.model_validate(_config(tmp_path))
     rt = Runtime(cfg, with_ingest=False)
@@ -79,6 +94,36 @@ def test_not_ready_before_the_first_monitor_pass(tmp_path: Path) -> None:
         assert json.loads(body)["checks"]["first_monitor_pass"] is False
     finally:
         rt.stop()
+
+
+def test_metrics_show_how_far_behind_schedule_each_family_is(tmp_path: Path) -> None:
+    cfg = Config.model_validate(_config(tmp_path))
+    with Runtime(cfg, with_ingest=False, metrics_refresh_seconds=0) as rt:
+        assert _wait(rt.ready, 30), rt.readiness()
+        text = _get(rt.url + "/metrics")[1].decode()
+    delays = {line.split("{")[1].split("}")[0] for line in text.splitlines()
+              if line.startswith("modelmon_monitor_schedule_delay_seconds{")}
+    assert {f'monitor="{f}"' for f in rt.scheduler.families} <= delays, text
+
+
+class _StuckIngest:
+    """Stands in for IngestService: a batch uncommitted for `age` seconds."""
+
+    def __init__(self, age: float) -> None:
+        self.age = age
+
+    def stalled_for(self) -> float:
+        return self.age
+
+
+def test_healthz_fails_while_ingest_holds_a_batch_past_stall_after(tmp_path: Path) -> None:
+    cfg = Config.model_validate(_config(tmp_path, ingest={"stall_after": "1m"}))
+    rt = Runtime(cfg, with_ingest=True)
+    rt._ingest_thread = type("Alive", (), {"is_alive": lambda self: True})()
+    rt.ingest = _StuckIngest(59.0)
+    assert rt.health() == {"http": True, "ingest": True, "ingest_progress": True}
+    rt.ingest = _StuckIngest(61.0)
+    assert rt.health()["ingest_progress"] is False
 
 
 def _free_port() -> int:

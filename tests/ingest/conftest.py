@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -112,6 +113,12 @@ def running(cfg: Config, engine: sa.Engine, metrics: IngestMetrics | None = None
         thread.join(60)
     assert not thread.is_alive(), "ingest did not stop within 60 s"
     assert not errors, errors
+
+
+def pg_error(sqlstate: str, message: str = "boom") -> sa.exc.DBAPIError:
+    """What SQLAlchemy raises for a psycopg error carrying this SQLSTATE."""
+    orig = psycopg.errors.lookup(sqlstate)(message)
+    return sa.exc.DBAPIError.instance("INSERT", {}, orig, psycopg.Error)
 
 
 def new_metrics(cfg: Config) -> IngestMetrics:

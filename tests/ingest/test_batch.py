@@ -130,3 +130,66 @@ def test_metrics_fold_model_versions_beyond_the_cap() -> None:
     m.observe_predictions([other], "P")
     assert m.predictions.labels(OTHER, OTHER, "ok")._value.get() == 1
     assert m.latency.labels("m")._sum.get() == pytest.approx(0.5)
+
+
+def test_batch_closes_at_batch_max_bytes() -> None:
+    b = Batch()
+    a0 = TopicPartition("a", 0)
+    b.add(a0, recs("a", 0, range(3), value=b"x" * 100))
+    assert b.nbytes == 300
+    assert not b.is_due(max_events=100, max_age=60, max_bytes=301)
+    assert b.is_due(max_events=100, max_age=60, max_bytes=300)
+    b.add(a0, [Rec("a", 0, 3, None)])  # a tombstone weighs nothing
+    assert b.nbytes == 300
+
+
+def test_batch_takes_only_what_fits_in_events_and_bytes() -> None:
+    b = Batch()
+    a0 = TopicPartition("a", 0)
+    records = recs("a", 0, range(10), value=b"x" * 100)
+    assert b.take(a0, records, max_events=100, max_bytes=350) == 3
+    assert [r.offset for r in b.records] == [0, 1, 2] and b.nbytes == 300
+    assert b.next_offsets == {a0: 3}
+    assert b.take(a0, records[3:], max_events=100, max_bytes=350) == 0  # full: nothing more
+    assert b.take(a0, records[3:], max_events=4, max_bytes=10_000) == 1  # the event bound
+    # A message larger than the bound on its own still goes, alone, into an empty batch.
+    big = Batch()
+    assert big.take(a0, recs("a", 0, range(2), value=b"y" * 500), 100, 350) == 1
+    assert big.nbytes == 500
+
+
+def test_a_far_future_timestamp_is_dead_lettered_on_both_topics() -> None:
+    now = 1_790_000_000.0
+    pred = {"request_id": "r", "model": "m", "prediction": 1}
+    fb = {"request_id": "r", "model": "m", "label": 0}
+    records = [
+        Rec("P", 0, 0, json.dumps({**pred, "timestamp": "9999-12-31T23:59:59Z"}).encode()),
+        Rec("P", 0, 1, json.dumps({**pred, "request_id": "s", "timestamp": now + 600}).encode()),
+        Rec("F", 0, 0, json.dumps({**fb, "timestamp": now + 7200}).encode()),
+        Rec("F", 0, 1, json.dumps({**fb, "timestamp": now + 3000}).encode()),
+    ]
+    parsed = parse_records(records, "P", "F", max_message_bytes=1 << 20, payload_limit=100,
+                           max_future_skew=3600, now=now)
+    assert [p.request_id for p, _ in parsed.predictions] == ["s"]
+    assert [pos.offset for _, pos in parsed.feedback] == [1]
+    assert [(d.reason, d.position.topic, d.position.offset) for d in parsed.dead_letters] == [
+        ("timestamp_in_future", "P", 0), ("timestamp_in_future", "F", 0)
+    ]
+    assert "ingest.max_future_skew" in parsed.dead_letters[0].detail
+
+
+def test_consumer_fetches_are_bounded_by_the_batch_bytes() -> None:
+    cfg = Config.model_validate({"ingest": {"batch_max_bytes": 4 << 20,
+                                            "max_message_bytes": 1 << 20}})
+    s = consumer_settings(cfg)
+    assert s["fetch_max_bytes"] == 4 << 20
+    assert s["max_partition_fetch_bytes"] <= s["fetch_max_bytes"]
+    assert s["max_partition_fetch_bytes"] > cfg.ingest.max_message_bytes
+
+
+def test_pending_seconds_gauge_is_registered_unlabelled() -> None:
+    registry = CollectorRegistry()
+    m = IngestMetrics(registry, [0.1])
+    assert registry.get_sample_value("modelmon_ingest_batch_pending_seconds") == 0.0
+    m.watch_pending(lambda: 12.5)
+    assert registry.get_sample_value("modelmon_ingest_batch_pending_seconds") == 12.5

@@ -19,7 +19,7 @@ from modelmon.config import Config
 from modelmon.monitors import latency, shift
 from modelmon.monitors.base import MetricRow, Window, WindowedRow
 from modelmon.monitors.results import latest_results, runs
-from modelmon.monitors.scheduler import RETENTION_JOB, MonitorScheduler, lock_key
+from modelmon.monitors.scheduler import RECONCILE_JOB, RETENTION_JOB, MonitorScheduler, lock_key
 from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
 
 STUB = "modelmon_test_stub_family"  # the `stub` fixture's family module
@@ -125,7 +125,10 @@ def test_start_runs_the_first_pass_and_stop(engine, stub):
         while not sched.first_pass_done and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sched.first_pass_done
-        assert sched._scheduler.get_job(RETENTION_JOB) is not None
+        jobs = {j.name: j for j in sched.jobs()}
+        # Ready only once every job was attempted (not when the first thread finished one).
+        assert all(jobs[f"{f}:{m}"].runs >= 1 for f in ("a", "b") for m in ("m", "found"))
+        assert RETENTION_JOB in jobs
     finally:
         sched.stop()
     with engine.connect() as conn:
@@ -135,7 +138,7 @@ def test_start_runs_the_first_pass_and_stop(engine, stub):
     sched = MonitorScheduler(off, engine, families={"a": STUB})
     sched.start()
     try:
-        assert sched._scheduler.get_job(RETENTION_JOB) is None
+        assert RETENTION_JOB not in {j.name for j in sched.jobs()}
     finally:
         sched.stop(wait=False)
 
@@ -337,3 +340,211 @@ def test_a_scheduled_retention_run_that_deletes_records_its_success(engine):
         assert conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar() == 0
         (run,) = conn.execute(sa.select(monitor_runs).where(monitor_runs.c.job == RETENTION_JOB)).mappings()
     assert run["last_success"] == NOW + 7200 and run["last_error"] is None
+
+
+# -- the fair queue (a fake clock: the order and the arithmetic, no sleeping) ---------
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _take_all(queue) -> list[str]:
+    out = []
+    while (got := queue.take(timeout=0)) is not None:
+        out.append(got[0].name)
+    return out
+
+
+def test_phases_spread_the_models_and_a_models_families_share_theirs():
+    from modelmon.monitors.schedule import FairQueue, phase_of
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock)
+    models = [f"model-{i}" for i in range(200)]
+    for m in models:
+        for order, fam in enumerate(("a", "b")):
+            queue.add(f"{fam}:{m}", fam, m, 60.0, NOW, order=order)
+    for name in _take_all(queue):  # the first pass: everything is due at once
+        queue.done(name)
+    due = {j.name: j.due for j in queue.jobs()}
+    for m in models:
+        assert due[f"a:{m}"] == due[f"b:{m}"]  # one slot per model: its families share scans
+        assert NOW + 30 < due[f"a:{m}"] <= NOW + 90  # not repeated right after the first run
+        assert (due[f"a:{m}"] - phase_of(m, 60.0)) % 60.0 == pytest.approx(0.0, abs=1e-6)
+    # Spread over the interval, not all at one instant: every tenth of it holds some.
+    assert len({int((d - NOW - 30) // 6) for d in due.values()}) == 10
+    # Stable: another process (or a restart) computes the same slots.
+    again = FairQueue(Clock(NOW + 1234))
+    again.add("a:model-7", "a", "model-7", 60.0)
+    assert again.jobs()[0].phase == phase_of("model-7", 60.0) == queue_phase(queue, "a:model-7")
+
+
+def queue_phase(queue, name: str) -> float:
+    return next(j.phase for j in queue.jobs() if j.name == name)
+
+
+def test_the_job_due_longest_runs_first_across_families_and_models():
+    from modelmon.monitors.schedule import FairQueue
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock)
+    queue.add("a:m1", "a", "m1", 60.0, NOW - 10, order=0)
+    queue.add("b:m2", "b", "m2", 60.0, NOW - 50, order=1)
+    queue.add("a:m3", "a", "m3", 60.0, NOW - 30, order=0)
+    queue.add("b:m3", "b", "m3", 60.0, NOW - 30, order=1)
+    queue.add("c:m0", "c", "m0", 60.0, NOW + 5, order=2)  # not due yet
+    assert _take_all(queue) == ["b:m2", "a:m3", "b:m3", "a:m1"]
+    clock.t += 5
+    assert _take_all(queue) == ["c:m0"]
+
+
+def test_a_job_that_falls_behind_is_coalesced_into_one_run_not_dropped():
+    from modelmon.monitors.schedule import FairQueue
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock)
+    queue.add("a:m", "a", "m", 10.0, NOW)
+    job, tick = queue.take(timeout=0)
+    assert tick == NOW
+    queue.done("a:m")
+    (state,) = queue.jobs()
+    first_slot = state.due
+    clock.t = first_slot + 35  # three more slots pass while the workers are busy elsewhere
+    job, tick = queue.take(timeout=0)
+    assert tick == first_slot + 30  # the latest slot: fresh numbers, once
+    assert queue.take(timeout=0) is None  # one run for the backlog, none queued behind it
+    queue.done("a:m")
+    (state,) = queue.jobs()
+    assert (state.runs, state.late, state.missed) == (2, 1, 3)
+    assert state.due == first_slot + 40  # its next slot after now
+    assert [r.tick for r in state.recent] == [NOW, first_slot + 30]
+
+
+def test_one_family_cannot_hold_every_worker():
+    from modelmon.monitors.schedule import FairQueue
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock, family_cap=1)
+    queue.add("hang:m1", "hang", "m1", 60.0, NOW - 20)
+    queue.add("hang:m2", "hang", "m2", 60.0, NOW - 20)
+    queue.add("ok:m1", "ok", "m1", 60.0, NOW)
+    assert queue.take(timeout=0)[0].name == "hang:m1"  # never finishes
+    assert _take_all(queue) == ["ok:m1"]  # hang:m2 is older but waits for its family
+
+
+def test_the_delay_metric_reflects_a_backlog_and_late_runs():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from modelmon.monitors.schedule import FairQueue, ScheduleCollector
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock)
+    for m in ("m1", "m2"):
+        queue.add(f"a:{m}", "a", m, 10.0, NOW)
+        queue.add(f"b:{m}", "b", m, 10.0, NOW)
+    registry = CollectorRegistry()
+    registry.register(ScheduleCollector(lambda: queue))
+
+    def sample(name: str, family: str) -> float:
+        return registry.get_sample_value(name, {"monitor": family})
+
+    clock.t = NOW + 25  # nothing started yet
+    assert sample("modelmon_monitor_schedule_delay_seconds", "a") == 25
+    queue.take(timeout=0)  # a:m1 starts...
+    assert sample("modelmon_monitor_schedule_delay_seconds", "a") == 25  # ...a:m2 still waits
+    assert _take_all(queue) == ["b:m1", "a:m2", "b:m2"]  # a model's families side by side
+    assert sample("modelmon_monitor_runs_late_total", "a") == 2
+    # Running, not yet past its next slot: not behind.
+    assert sample("modelmon_monitor_schedule_delay_seconds", "b") == 0
+    for name in ("a:m1", "a:m2", "b:m1"):
+        queue.done(name)
+    # b:m2 still runs 40 s past its next slot: its family is that far behind.
+    b = next(j for j in queue.jobs() if j.name == "b:m2")
+    clock.t = b.next_due(b.running_since) + 40
+    assert sample("modelmon_monitor_schedule_delay_seconds", "b") == 40
+    text = generate_latest(registry).decode()
+    assert "# TYPE modelmon_monitor_runs_late_total counter" in text
+    assert 'modelmon_monitor_schedule_delay_seconds{monitor="b"} 40.0' in text
+
+
+# -- the scheduler's threads ------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_stub(monkeypatch):
+    """Family module "slow": sleeps `seconds` per job; blocks while `gate` is clear."""
+    module = types.ModuleType("modelmon_test_slow_family")
+    state = {"seconds": 0.0, "gate": threading.Event(), "calls": []}
+    state["gate"].set()
+
+    def collect(conn, model, now):
+        state["calls"].append((model.name, now))
+        state["gate"].wait(30)
+        time.sleep(state["seconds"])
+        return []
+
+    module.collect = collect
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return state
+
+
+def _fleet_cfg(n: int, interval: str, workers: int = 1) -> Config:
+    return Config.model_validate({
+        "models": {f"x{i}": {"windows": ["1h"], "interval": interval} for i in range(n)},
+        "monitors": {"discover_models": False, "max_workers": workers},
+        "retention": {"enabled": False},
+    })
+
+
+def test_reconcile_runs_every_tick_while_model_jobs_are_overdue(engine, slow_stub):
+    """24 jobs of 1.5 s per 1 s tick: the model jobs fall far behind, the reconciliation
+    does not (it used to queue behind them and be dropped past its 1 s grace)."""
+    slow_stub["seconds"] = 1.5
+    sched = MonitorScheduler(_fleet_cfg(24, "1s"), engine, families={"slow": "modelmon_test_slow_family"})
+    reconciled: list[float] = []
+    real = sched.reconcile
+
+    def reconcile(now=None):
+        reconciled.append(time.monotonic())
+        return real(now)
+
+    sched.reconcile = reconcile
+    sched.start()
+    try:
+        time.sleep(6)
+        behind = {s.labels["monitor"]: s.value for m in sched.collector().collect() for s in m.samples
+                  if s.name == "modelmon_monitor_schedule_delay_seconds"}
+    finally:
+        sched.stop()
+    assert behind["slow"] > 2 and behind["reconcile_labels"] < 1
+    assert len(reconciled) >= 5, reconciled
+    assert max(b - a for a, b in zip(reconciled, reconciled[1:], strict=False)) < 2.0
+
+
+def test_jobs_that_never_ran_have_a_runs_row(engine, slow_stub, stub):
+    """Queued jobs get their `monitor_runs` row at once: staleness covers jobs that never run."""
+    slow_stub["gate"].clear()  # the first job blocks: nothing else gets to run
+    cfg = _fleet_cfg(3, "1m")
+    sched = MonitorScheduler(cfg, engine, families={"slow": "modelmon_test_slow_family", "b": STUB})
+    sched.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not slow_stub["calls"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with engine.connect() as conn:
+            rows = {r["job"]: r for r in runs(conn)}
+    finally:
+        slow_stub["gate"].set()
+        sched.stop()
+    expected = {f"{f}:x{i}" for f in ("slow", "b") for i in range(3)}
+    assert expected <= set(rows)
+    never = [j for j in expected if rows[j]["last_attempt"] is None]
+    assert len(never) >= 4  # one worker, blocked in the first job
+    for j in never:
+        assert rows[j]["last_success"] is None and rows[j]["monitor"] == j.split(":")[0]
+    assert rows[RECONCILE_JOB]["model"] == "*"
