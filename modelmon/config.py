@@ -346,6 +346,14 @@ class RetentionConfig(_Section):
     results: Duration = 30 * 86400.0
 
 
+class AlertsConfig(_Section):
+    """Settings of the generated alert rules."""
+
+    # Each alert's `runbook_url` annotation is this base + "#" + the alert's anchor;
+    # point it at your copy of docs/alerts.md (wiki, internal docs site).
+    runbook_base_url: str = "https://github.com/modelmon/modelmon/blob/main/docs/alerts.md"
+
+
 class Config(_Section):
     database: DatabaseConfig = DatabaseConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -354,6 +362,7 @@ class Config(_Section):
     monitors: MonitorsConfig = MonitorsConfig()
     rollups: RollupsConfig = RollupsConfig()
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
@@ -418,6 +427,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MODELMON_HTTP_PORT": ("server", "port"),
     "MODELMON_API_TOKENS": ("server", "api_tokens"),
     "MODELMON_METRICS_TOKENS": ("server", "metrics_tokens"),
+    "MODELMON_RUNBOOK_BASE_URL": ("alerts", "runbook_base_url"),
 }
 
 
