@@ -1,5 +1,5 @@
 # Shortcuts; the scripts are the entry points (a fresh Debian has no make).
-.PHONY: setup test demo bench lint
+.PHONY: setup test demo bench lint docs
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,10 @@ test:
 
 demo:
 	./scripts/demo.sh
+
+# README.md and docs/*.md from the parts in docs/readme/.
+docs: setup
+	.venv/bin/python scripts/readme.py
 
 lint: setup
 	.venv/bin/ruff check .

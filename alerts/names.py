@@ -48,9 +48,9 @@ METRIC_HELP: dict[str, str] = {
     "slo_error_budget_remaining_ratio": "Share of the SLO's error budget left over its period.",
     "slo_burn_rate": "Error-budget burn rate over the window (1 = spends the budget exactly over the period).",
     "slice_selection_rate_ratio": "Share of the slice's predictions that are the positive class.",
-    "fairness_demographic_parity_difference": "Largest minus smallest selection rate across the attribute's slices.",
-    "fairness_disparate_impact_ratio": "Smallest over largest selection rate across the attribute's slices.",
-    "fairness_equal_opportunity_difference": "Largest minus smallest true-positive rate across the attribute's slices.",
+    "fairness_demographic_parity_difference": "Largest minus smallest selection rate over all the attribute's slices with a prediction.",
+    "fairness_disparate_impact_ratio": "Smallest over largest selection rate over all the attribute's slices with a prediction.",
+    "fairness_equal_opportunity_difference": "Largest minus smallest true-positive rate over all the attribute's slices with a labelled positive.",
     "version_accuracy_difference": "Candidate minus baseline version accuracy (labelled predictions in the window).",
     "version_accuracy_difference_lower": "Lower bound of the Newcombe 95% interval of version_accuracy_difference.",
     "version_accuracy_difference_upper": "Upper bound of the Newcombe 95% interval of version_accuracy_difference.",
@@ -67,4 +67,52 @@ METRIC_HELP: dict[str, str] = {
     "version_fairness_gap": "Largest demographic-parity difference over the slice attributes, per version role.",
     "version_worse": "1 if the candidate version is worse than the baseline beyond the margins, 0 if not; absent while inconclusive.",
     "version_verdict": "1 for the current verdict (worse, not_worse, inconclusive) of candidate against baseline, with its reason.",
+    # accuracy family
+    "accuracy_upper_ratio": "Upper bound of the 95% Wilson interval of accuracy_ratio.",
+    "macro_f1_ratio": "Unweighted mean of the per-class F1 scores over labelled predictions.",
+    "precision_ratio": "Share of the predictions of the class that were right (labelled predictions).",
+    "recall_ratio": "Share of the labelled predictions whose label is the class that were predicted as it.",
+    "f1_ratio": "Harmonic mean of the class's precision and recall (labelled predictions).",
+    "label_delay_seconds": "Quantile of feedback time minus prediction time over labelled predictions.",
+    # proxies family
+    "mean_entropy_nats": "Mean entropy of the predicted score distribution (natural log).",
+    "low_confidence_ratio": "Share of predictions whose top-class probability is below confidence_threshold.",
+    "estimated_accuracy_gap_ratio": "Estimated minus realised accuracy over the window's labelled predictions.",
+    "expected_calibration_error_ratio": "Expected calibration error of the scores against correctness (labelled predictions).",
+    # shift family
+    "class_baseline_share_ratio": "Baseline share per predicted class (research: validation data; rolling: an earlier window).",
+    "class_shift_chi2_statistic": "Chi-squared statistic of the predicted-class counts against the baseline shares.",
+    "class_shift_max_ratio": "Largest current over baseline share ratio of a predicted class, with that class.",
+    "class_shift_unseen_share_ratio": "Share of predictions in classes the baseline never saw.",
+    "label_baseline_share_ratio": "Baseline share per label (research: validation data; rolling: an earlier window).",
+    "label_shift_chi2_statistic": "Chi-squared statistic of the label counts against the baseline shares.",
+    "label_shift_max_ratio": "Largest current over baseline share ratio of a label, with that label.",
+    "label_shift_unseen_share_ratio": "Share of labels in classes the baseline never saw.",
+    # latency family
+    "error_ratio": "Share of requests in the window with status error.",
+    "requests_per_second": "Requests in the window divided by its length.",
+    "slo_sli_ratio": "Share of good SLO events over the SLO period (window label = the period).",
+    "slo_objective_ratio": "The SLO's objective: the share of good events it promises.",
+    "seconds_since_last_prediction": "Seconds from the newest stored prediction of the model to now.",
+    # fairness family (gap intervals: METRIC_HELP gets _lower / _upper below)
+    "slice_predictions": "Predictions in the slice of the attribute over the window.",
+    "slice_accuracy_ratio": "Accuracy of the slice's labelled predictions.",
+    "slice_true_positive_rate_ratio": "True-positive rate of the slice (labelled positives predicted positive).",
+    "slice_false_positive_rate_ratio": "False-positive rate of the slice (labelled negatives predicted positive).",
+    "fairness_equalized_odds_difference": "Larger of the true-positive and false-positive rate gaps over all slices with both a labelled positive and a labelled negative.",
 }
+
+# Interval bounds share their metric's meaning: derive their help instead of repeating it.
+for _base in ("slice_selection_rate", "slice_accuracy", "slice_true_positive_rate", "slice_false_positive_rate"):
+    for _end in ("lower", "upper"):
+        METRIC_HELP[f"{_base}_{_end}_ratio"] = (
+            f"{_end.capitalize()} bound of the 95% Wilson interval of {_base}_ratio."
+        )
+for _base in (
+    "fairness_demographic_parity_difference", "fairness_disparate_impact_ratio",
+    "fairness_equal_opportunity_difference", "fairness_equalized_odds_difference",
+):
+    for _end in ("lower", "upper"):
+        METRIC_HELP[f"{_base}_{_end}"] = (
+            f"{_end.capitalize()} bound of the simultaneous 95% interval of {_base}."
+        )

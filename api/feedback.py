@@ -5,6 +5,11 @@ Items are validated one by one with the same contract as the Kafka feedback
 topic; valid items are accepted and invalid ones reported with their index,
 reason and field path, so one bad label does not hold back the rest (writes
 are idempotent, so resending a whole batch is harmless).
+
+An event without `timestamp` gets the receipt time (the Python client fills it
+in the same way): a label is usually posted when it becomes known. It is set
+before validation, so what is forwarded to Kafka meets the topic's contract,
+which still requires it.
 """
 
 from __future__ import annotations
@@ -117,6 +122,14 @@ def split_items(body: Any, max_items: int) -> tuple[list[Any], str]:
     )
 
 
+def with_receipt_time(obj: Any, now: float) -> Any:
+    """`obj` with `timestamp` set to `now` when it is absent (HTTP only; null stays an error,
+    as the OpenAPI schema says)."""
+    if isinstance(obj, dict) and "timestamp" not in obj:
+        return {**obj, "timestamp": now}
+    return obj
+
+
 def validate(
     body: Any, max_items: int, max_event_bytes: int, max_future_skew: float = math.inf,
     now: float | None = None,
@@ -128,6 +141,7 @@ def validate(
     rejected: list[Rejection] = []
     for i, obj in enumerate(candidates):
         where = f"{prefix}/{i}" if prefix else ""
+        obj = with_receipt_time(obj, now)
         try:
             event = parse_feedback(obj)
             check_not_future(event.ts, now, max_future_skew)

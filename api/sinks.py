@@ -2,7 +2,8 @@
 
 With Kafka, the reply waits for the broker's acknowledgement (acks=all), so an
 accepted event is as durable as one a service produced itself, and ingest joins
-it to its prediction through the very same path. Without Kafka (`producer` is
+it to its prediction through the very same path (a header marks the
+message, so the trace still says `source: http`). Without Kafka (`producer` is
 None) events are written with `write_batch(source="http")`, which applies the
 same idempotency and label join as ingest.
 """
@@ -18,6 +19,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from modelmon.api.feedback import Item
 from modelmon.http import HttpError
+from modelmon.store.writes import SOURCE_HEADER
+
+# Ingest records what this sink produces as `source: http`, like what StoreSink writes.
+HEADERS = [(SOURCE_HEADER, b"http")]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,10 @@ class KafkaSink:
         deadline = time.monotonic() + self.timeout
         acked = 0
         try:
-            futures = [self.producer.send(self.topic, key=_key(i), value=i.encoded()) for i in items]
+            futures = [
+                self.producer.send(self.topic, key=_key(i), value=i.encoded(), headers=HEADERS)
+                for i in items
+            ]
             self.producer.flush(timeout=max(deadline - time.monotonic(), 0.1))
             for fut in futures:
                 fut.get(timeout=max(deadline - time.monotonic(), 0.1))

@@ -9,6 +9,7 @@ used when present (e.g. the model that has SLOs and slices), else the first.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -35,6 +36,28 @@ class CheckReport:
 def _get(url: str, timeout: float = 10.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a URL the user gave
         return json.loads(resp.read())
+
+
+class PrometheusUnreachable(Exception):
+    """No Prometheus answers at the URL: the check cannot say anything about the panels."""
+
+
+def probe(prometheus_url: str, timeout: float = 10.0) -> None:
+    """Raise PrometheusUnreachable unless a Prometheus answers at `prometheus_url`, so that
+    an outage is reported as such rather than as every panel being without data."""
+    url = f"{prometheus_url}/api/v1/status/buildinfo"
+    try:
+        data = _get(url, timeout)
+    except urllib.error.HTTPError as exc:
+        raise PrometheusUnreachable(
+            f"{url} answered HTTP {exc.code}: is {prometheus_url} Prometheus's base URL?"
+        ) from None
+    except urllib.error.URLError as exc:
+        raise PrometheusUnreachable(f"cannot reach Prometheus at {prometheus_url}: {exc.reason}") from None
+    except (OSError, ValueError) as exc:  # timeouts, resets, a non-JSON answer, a bad URL
+        raise PrometheusUnreachable(f"cannot reach Prometheus at {prometheus_url}: {exc}") from None
+    if not isinstance(data, dict) or data.get("status") != "success":
+        raise PrometheusUnreachable(f"{url} did not answer like Prometheus")
 
 
 def label_values(prometheus_url: str, selector: str, label: str) -> list[str]:

@@ -38,9 +38,11 @@ class DemoOptions:
 
 
 def _period(opts: DemoOptions) -> float:
+    """The incident schedule's period: the whole `--duration` (so every incident
+    fits once, at any length), 10 minutes when the demo runs until stopped."""
     if opts.period:
         return opts.period
-    return min(opts.duration, 600.0) if opts.duration else 600.0
+    return opts.duration if opts.duration else 600.0
 
 
 def _port(preferred: int) -> int:
@@ -67,9 +69,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers = [log_file]
     from modelmon.alerts.rules import RuleOptions, write_rules
+    from modelmon.config import format_duration
     from modelmon.demo import promstack
     from modelmon.demo.broker import start_broker
     from modelmon.demo.config import demo_settings, write_demo_config
+    from modelmon.demo.expectations import for_scale, label_delay, windows
     from modelmon.demo.live import collect, render, status_line
     from modelmon.demo.processes import wait_until
     from modelmon.demo.simulator import FRAUD, SPECIES, KafkaSender, Simulator, run
@@ -101,13 +105,14 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         stoppers.append(("broker", broker.stop))
         console.print(f"Kafka-protocol broker (Tansu) on {broker.bootstrap}")
 
-        settings = demo_settings(f"sqlite:///{db_path}", broker.bootstrap, _port(opts.port), opts.rate)
+        settings = demo_settings(f"sqlite:///{db_path}", broker.bootstrap, _port(opts.port), opts.rate,
+                                 [format_duration(w) for w in windows(period)])
         cfg = write_demo_config(workdir / "modelmon.yaml", settings)
         engine = make_engine(cfg.database.url)
         stoppers.append(("store", engine.dispose))
         upgrade(engine, cfg=cfg)
         sim = Simulator(rate=opts.rate, seed=opts.seed, period=period,
-                        label_delay=min(30.0, period / 10), label_delay_min=1.0)
+                        label_delay=label_delay(period), label_delay_min=1.0)
         with engine.begin() as conn:  # the research baselines: class shares on validation data
             for model in (FRAUD, SPECIES):
                 store_baseline(conn, model, "predictions", sim.baseline_shares(model), 20000, "modelmon demo")
@@ -137,7 +142,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         bins = promstack.binaries() if opts.prometheus else None
         if bins:
             rules = workdir / "rules"
-            write_rules(cfg, rules, RuleOptions(for_scale=0.02))
+            write_rules(cfg, rules, RuleOptions(for_scale=for_scale(period)))
             am = promstack.start_alertmanager(bins[1], workdir)
             stoppers.append(("alertmanager", am.stop))
             prom = promstack.start_prometheus(bins[0], workdir, f"127.0.0.1:{runtime.http_port}", rules, am.url)
@@ -180,6 +185,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
                     console.print(status_line(snap), soft_wrap=True)
                     last_line = time.time()
             console.print(render(snapshot()))
+            # The whole alert log (the view keeps the last lines only), for whoever reads the output.
+            console.print("alert log:\n" + "\n".join(history or ["(no alert)"]), soft_wrap=True)
         if runtime.error is not None:
             console.print(f"[red]modelmon stopped with an error: {runtime.error}[/]")
     except KeyboardInterrupt:

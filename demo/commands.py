@@ -62,11 +62,11 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--duration", type=_seconds, help="stop after this long (e.g. 300, 5m); default: until Ctrl-C")
     demo.add_argument("--rate", type=float, default=50.0, help="predictions per second per model (default 50)")
     demo.add_argument("--period", type=_seconds,
-                      help="the incident schedule repeats every PERIOD (default: the duration, at most 10m)")
+                      help="the incident schedule repeats every PERIOD (default: the duration; 10m until Ctrl-C)")
     demo.add_argument("--db", help="SQLite file to keep the results in (default: a temporary file)")
     demo.add_argument("--port", type=int, default=9464, help="HTTP port of /metrics (default 9464, any if busy)")
     demo.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus / Alertmanager")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the simulated traffic (default 0: the same run every time)")
     demo.set_defaults(handler=_demo)
 
     sim = subparsers.add_parser(
@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
                      help="the incident schedule repeats every PERIOD (default 30m)")
     sim.add_argument("--label-delay", type=_seconds, default=120.0,
                      help="mean delay of a label after its prediction (default 2m)")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0, help="random seed of the simulated traffic (default 0)")
     sim.set_defaults(handler=_simulate)
 
 

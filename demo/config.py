@@ -11,8 +11,11 @@ from modelmon.config import Config, load_config
 from modelmon.demo.simulator import FRAUD, SPECIES, SPECIES_CLASSES
 
 
-def demo_settings(db_url: str, bootstrap: str, port: int, rate: float) -> dict[str, Any]:
-    """Windows 1m/5m, a 5 s interval, minimums of a few seconds of traffic."""
+def demo_settings(
+    db_url: str, bootstrap: str, port: int, rate: float, windows: list[str] | None = None
+) -> dict[str, Any]:
+    """Windows 1m/5m (short demos: 1m, see demo/expectations.py), a 5 s interval,
+    minimums of a few seconds of traffic."""
     return {
         "database": {"url": db_url},
         "kafka": {"bootstrap_servers": bootstrap,
@@ -25,12 +28,16 @@ def demo_settings(db_url: str, bootstrap: str, port: int, rate: float) -> dict[s
         # Windows of a minute need buckets finer than the default minute.
         "rollups": {"fine": "1s", "coarse": "1m"},
         "defaults": {
-            "windows": ["1m", "5m"],
+            "windows": windows or ["1m", "5m"],
             "interval": "5s",
             "min_samples": max(20, int(rate * 5)),
             "min_labels": max(20, int(rate * 3)),
             # Fairness compares rates between slices: small slices make the ratio noisy.
             "min_slice_samples": max(50, int(rate * 8)),
+            # The previous window as a rolling baseline sees the mix *returning* after a
+            # class shift as a new shift, for another two windows: no demo length leaves
+            # room for that, so the demo compares with a day before (none: research only).
+            "rolling_baseline": "day_before",
             "mature_coverage": 0.3,
             "thresholds": {"freshness": "20s"},
         },

@@ -94,6 +94,8 @@ def collect(engine: sa.Engine, cfg: Config, started: float, prometheus_url: str 
                 "p95": _pick(mine, "latency_seconds", short, quantile="0.95"),
                 "burn": _pick(mine, "slo_burn_rate", "5m"),
                 "di": _pick(mine, "fairness_disparate_impact_ratio", short, pick="min"),
+                # The alert's test: the interval's upper bound, not the noisy point estimate.
+                "di_upper": _pick(mine, "fairness_disparate_impact_ratio_upper", short, pick="min"),
                 "version_diff": _pick(mine, "version_accuracy_difference", short, pick="min"),
                 "worse": _pick(mine, "version_worse", short),
             }
@@ -132,7 +134,8 @@ def _threshold_alerts(views: list[ModelView], cfg: Config) -> list[dict[str, str
         t = cfg.model(v.name).thresholds
         checks = [
             ("ClassShift", "psi", lambda x, t=t: x > t.psi, f"PSI > {t.psi}"),
-            ("FairnessGap", "di", lambda x, t=t: x < t.disparate_impact_min, f"DI < {t.disparate_impact_min}"),
+            ("FairnessGap", "di_upper", lambda x, t=t: x < t.disparate_impact_min,
+             f"DI's 95% upper bound < {t.disparate_impact_min}"),
             ("SLOFastBurn", "burn", lambda x: x > 14.4, "5m burn rate > 14.4"),
         ]
         for name, key, crossed, text in checks:

@@ -7,7 +7,7 @@ tracks the realised one until an incident breaks something. Labels arrive after
 a random delay, and some never do. A small share of events is malformed, so the
 dead-letter path is exercised too.
 
-Incidents, placed on a repeating period:
+Incidents, placed on a repeating period (the demo's is its duration):
   canary_regression  fraud:   the v4 canary scores half its requests with another
                               request's features: ~13 accuracy points below v3,
                               labels unchanged (compare verdict `worse`)
@@ -15,6 +15,11 @@ Incidents, placed on a repeating period:
   latency            fraud:   latency x6 (SLO burn rate)
   fairness           fraud:   scores for sex=F scaled down (disparate impact < 0.8)
   pause              species: no events at all (freshness)
+
+Each period opens with a quiet lead-in (no incident: the monitors fill their
+windows and nothing should alert), then the incidents start together: at the
+shortest demo (120 s) they need all the remaining time to alert and to settle,
+see `modelmon.demo.expectations`, which the tests check the schedule against.
 
 The generator is pure (`Simulator.tick(now, dt)` returns events); `run` sends
 them to Kafka in real time.
@@ -48,7 +53,8 @@ REGION_SHARES = (0.45, 0.35, 0.20)
 FRAUD_VERSIONS = ("v3", "v4")  # v4 is a 20% canary
 CANARY = "v4"
 LATENCY_FACTOR = 6.0
-FAIRNESS_SCORE_FACTOR = 0.7
+# Strong enough that the 1m window shows it within ~40 s (at 0.7 it took ~70 s).
+FAIRNESS_SCORE_FACTOR = 0.6
 # In a canary_regression, this share of the canary's requests is scored with the
 # features of another request (a feature-join bug): the scores keep their usual
 # distribution (class mix and confidence look normal) but no longer match the
@@ -68,13 +74,19 @@ class Incident:
         return self.start <= t < self.end
 
 
-# (kind, model, start, end) as fractions of the period.
+# The quiet share that opens every period, and the shortest period the schedule holds at.
+LEAD_IN = 0.10
+MIN_PERIOD = 120.0
+
+# (kind, model, start, end) as fractions of the period. They overlap where their
+# signals do not mix. Species pauses before its class shift: a pause freezes the
+# window's content, so one right after the shift would hold its alert on.
 SCHEDULE = (
-    ("canary_regression", FRAUD, 0.05, 0.35),
-    ("class_shift", SPECIES, 0.30, 0.70),
-    ("latency", FRAUD, 0.40, 0.70),
-    ("fairness", FRAUD, 0.55, 0.90),
-    ("pause", SPECIES, 0.85, 0.97),
+    ("canary_regression", FRAUD, LEAD_IN, 0.49),
+    ("pause", SPECIES, LEAD_IN, 0.35),
+    ("latency", FRAUD, LEAD_IN, 0.25),
+    ("fairness", FRAUD, LEAD_IN, 0.60),
+    ("class_shift", SPECIES, 0.38, 0.52),
 )
 
 

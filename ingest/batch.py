@@ -26,7 +26,7 @@ from modelmon.contract import (
     parse_feedback,
     parse_prediction,
 )
-from modelmon.store.writes import DeadLetter, Position
+from modelmon.store.writes import DeadLetter, Position, header_source
 
 
 class Record(Protocol):
@@ -144,7 +144,7 @@ def parse_records(
     fbs: list[tuple[Feedback, Position]] = []
     dead: list[DeadLetter] = []
     for r in records:
-        position = Position(r.topic, r.partition, r.offset)
+        position = Position(r.topic, r.partition, r.offset, header_source(r))
         try:
             obj = decode(r.value, max_message_bytes)
             if r.topic == predictions_topic:

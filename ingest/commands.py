@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -19,15 +20,9 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> int:
 
     from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
     from modelmon.ingest.service import IngestService
-    from modelmon.store.engine import make_engine
+    from modelmon.store.engine import make_engine, wait_for_database
 
     engine = make_engine(cfg.database.url, echo=cfg.database.echo, pool_size=cfg.database.pool_size)
-    try:
-        if not sa.inspect(engine).has_table("predictions"):
-            print("modelmon: the store has no tables yet; run `modelmon db upgrade` first")
-            return 2
-    except sa.exc.OperationalError:
-        log.warning("store not reachable at start-up; ingest will retry when it writes")
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -37,6 +32,15 @@ def _ingest(args: argparse.Namespace, cfg: Config) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # A store that is not up yet (compose, a restarted server) is waited for, with backoff.
+    has_tables = wait_for_database(lambda: sa.inspect(engine).has_table("predictions"), engine.url, stop)
+    if has_tables is None:  # stopped while waiting
+        engine.dispose()
+        return 0
+    if not has_tables:
+        engine.dispose()
+        print("modelmon: the store has no tables yet; run `modelmon db upgrade` first", file=sys.stderr)
+        return 2
     metrics = IngestMetrics(CollectorRegistry(), latency_buckets_for(cfg))
     IngestService(cfg, engine, metrics).run(stop)
     engine.dispose()

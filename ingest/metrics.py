@@ -64,9 +64,12 @@ class IngestMetrics:
             "modelmon_feedback_total", "Feedback events stored, by model.", ["model"],
             registry=registry,
         )
+        # Successful predictions only: a latency SLO counts every error as bad however
+        # fast it failed (monitors/latency.py), so the rules take the errors from
+        # modelmon_predictions_total and "ok and under the threshold" from this.
         self.latency = Histogram(
             "modelmon_prediction_latency_seconds",
-            "Model-reported prediction latency of stored predictions.",
+            "Model-reported latency of stored successful (status ok) predictions.",
             ["model"],
             buckets=sorted(set(latency_buckets)),
             registry=registry,
@@ -156,7 +159,7 @@ class IngestMetrics:
             model, version = self._labels(p.model, p.model_version)
             key = (model, version, p.status)
             counts[key] = counts.get(key, 0) + 1
-            if p.latency_seconds is not None:
+            if p.latency_seconds is not None and p.status == "ok":
                 self.latency.labels(model).observe(p.latency_seconds)
         for (model, version, status), c in counts.items():
             self.predictions.labels(model, version, status).inc(c)

@@ -37,6 +37,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from modelmon.config import Config
 from modelmon.ingest.batch import Batch
+from modelmon.ingest.kafka_logs import summarised_broker_logs
 from modelmon.ingest.metrics import IngestMetrics
 from modelmon.ingest.writer import BatchWriter, Job
 from modelmon.store.rollups import Specs
@@ -131,6 +132,11 @@ class IngestService:
     # -- lifecycle ---------------------------------------------------------
 
     def run(self, stop_event: threading.Event) -> None:
+        # kafka-python logs every failed connection attempt; say it once per period instead.
+        with summarised_broker_logs(self.cfg.kafka.bootstrap_servers):
+            self._run(stop_event)
+
+    def _run(self, stop_event: threading.Event) -> None:
         consumer = self._connect(stop_event)
         if consumer is None:
             return

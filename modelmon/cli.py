@@ -91,15 +91,52 @@ def _rollups_rebuild(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _config_check(args: argparse.Namespace, cfg: Config) -> int:
+    from modelmon.store.engine import url_problem
+
+    problem = url_problem(cfg.database.url)
+    if problem:
+        print(f"modelmon: {problem}", file=sys.stderr)
+        return 2
     names = sorted(cfg.models) or ["(none configured; models are discovered from the store)"]
     print("configuration is valid; models: " + ", ".join(names))
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modelmon")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-c and --log-level. Every subcommand accepts them too (`modelmon run -c prod.yaml`) with
+    SUPPRESS as default, so a value given after the subcommand wins and none given leaves the
+    top-level one (or its default) in place."""
+    parser.add_argument("-c", "--config", default=default,
+                        help="YAML configuration (default: $MODELMON_CONFIG, else ./modelmon.yaml "
+                        "if present, else built-in defaults)")
+    parser.add_argument("--log-level", default="INFO" if default is None else default,
+                        help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (sub)command parser below `parser`, depth first, each once."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelmon", description="Production monitoring for ML models.")
-    parser.add_argument("-c", "--config", help="YAML configuration (default: ./modelmon.yaml or $MODELMON_CONFIG)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"modelmon {_version()}",
+                        help="print modelmon's version and exit")
+    _common_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -141,16 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for subparser in _subparsers(parser):
+        _common_options(subparser, argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = getattr(logging, str(args.log_level).upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level > logging.DEBUG:  # Alembic names each of its plugins on every run: noise
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -161,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args, cfg) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from modelmon.store.engine import database_error_message
+
+        message = database_error_message(exc, cfg.database.url)
+        if message is None:
+            raise
+        print(f"modelmon: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

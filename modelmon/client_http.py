@@ -44,8 +44,8 @@ def send_feedback_http(
 ) -> dict[str, Any]:
     """POST feedback to `url` (the service's base URL, e.g. "http://modelmon:9464").
 
-    `events` is one feedback event ({"request_id", "model", "label", "timestamp"})
-    or a list of them (sent as one batch, at most `server.max_feedback_batch`).
+    `events` is one feedback event ({"request_id", "model", "label"} and optionally
+    "timestamp": without it the server stamps the receipt time) or a list of them (sent as one batch, at most `server.max_feedback_batch`).
     Returns the reply: {"accepted": n, "rejected": [{"index", "reason",
     "detail", "path"}, ...], "destination": "kafka" | "store"}; events of a batch
     can be rejected while others are accepted, so check `rejected`. Raises

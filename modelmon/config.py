@@ -50,8 +50,12 @@ def parse_duration(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """300.0 -> '5m': the inverse of parse_duration, used for window labels."""
-    for unit in ("w", "d", "h", "m", "s"):
+    """300.0 -> '5m': the inverse of parse_duration, used for window labels.
+
+    Never weeks: periods are written in days (`28d`, `7d`), and a label the
+    user did not write (`4w`) would not match their dashboards or queries.
+    """
+    for unit in ("d", "h", "m", "s"):
         size = _UNIT_SECONDS[unit]
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

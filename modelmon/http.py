@@ -1,22 +1,28 @@
-"""A small threaded WSGI server with a router, shared by /metrics, health and /v1.
+"""A router and the WSGI server (waitress) shared by /metrics, health and /v1.
 
 Stages register routes on one `Router`; the server itself knows no endpoint.
-Kept on the standard library so the service has no web-framework dependency.
+The Router is a plain WSGI app, so the service needs no web framework.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from urllib.parse import urlsplit
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.utilities import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class Request:
             return b""
         try:
             body = self.environ["wsgi.input"].read(length)
-        except OSError:  # the client stalled past the socket timeout
+        except OSError:  # the server buffers bodies, but another WSGI server may not
             raise HttpError(400, "timed out reading the request body") from None
         if len(body) != length:
             raise HttpError(400, f"body ended after {len(body)} of {length} bytes")
@@ -117,6 +123,7 @@ class Router:
             headers["content-length"] = environ["CONTENT_LENGTH"]
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
+        environ.setdefault(RAW_PATH_KEY, _raw_path(environ))
         req = Request(
             method=environ.get("REQUEST_METHOD", "GET").upper(),
             path=environ.get("PATH_INFO", "/") or "/",
@@ -141,8 +148,17 @@ class Router:
         return [b"" if req.method == "HEAD" else resp.body]
 
 
-# The request path before wsgiref percent-decodes it (as Latin-1) into PATH_INFO.
+# The request path before the server percent-decodes it (as Latin-1) into PATH_INFO.
 RAW_PATH_KEY = "modelmon.raw_path"
+
+
+def _raw_path(environ: dict[str, Any]) -> str:
+    """The still-encoded path: waitress keeps the request target in REQUEST_URI."""
+    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if not uri:
+        return str(environ.get("PATH_INFO", "/") or "/")
+    path = urlsplit(uri).path if not uri.startswith("/") else uri.split("?", 1)[0]
+    return path or "/"
 
 
 def _unquote(value: str) -> str:
@@ -154,67 +170,123 @@ def _unquote(value: str) -> str:
         raise HttpError(400, "path is not valid UTF-8 after percent-decoding") from None
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # After the reply, read what the client is still sending (an unread body
-    # after a 401/413) before closing: closing a socket with unread input sends
-    # a TCP reset, which can destroy the reply before the client reads it.
-    linger_seconds = 2.0
-    linger_bytes = 64 * 1024 * 1024
+class _Parser(HTTPRequestParser):
+    """Waitress de-chunks a chunked body and invents its Content-Length; the API
+    wants a declared length (411 otherwise, see api/feedback.py), so drop the
+    invented one and the app sees what the client sent."""
 
-    def shutdown_request(self, request: Any) -> None:
-        try:
-            request.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + self.linger_seconds
-            drained = 0
-            while drained < self.linger_bytes:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                request.settimeout(left)
-                chunk = request.recv(65536)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except OSError:
-            pass
-        self.close_request(request)
+    def received(self, data: bytes) -> int:
+        consumed = super().received(data)
+        if self.completed and self.chunked:
+            self.headers.pop("CONTENT_LENGTH", None)
+        return int(consumed)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    # A client that stops sending mid-request frees its thread after this.
-    timeout = 60
+class _Channel(HTTPChannel):
+    parser_class = _Parser
+    _cut_short = False
 
-    def get_environ(self) -> dict[str, Any]:
-        env = super().get_environ()
-        env[RAW_PATH_KEY] = self.path.split("?", 1)[0]
-        return env
+    def handle_read(self) -> None:
+        super().handle_read()
+        if self._cut_short:  # waitress marks the client gone on EOF; it is still listening
+            self.connected = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.debug("%s - %s", self.address_string(), format % args)
+    def handle_close(self) -> None:
+        """A client that ends its side mid-body gets a 400 rather than a silent close
+        (the socket can still carry the reply after a half-close)."""
+        with self.requests_lock:
+            req = self.request
+            if req is not None and req.headers_finished and not req.completed and not self.will_close:
+                req.error = BadRequest("the request body ended before its Content-Length")
+                req.completed = True
+                req.connection_close = True
+                self._cut_short = True
+                self.request = None
+                self.requests.append(req)
+                if len(self.requests) == 1:
+                    self.server.add_task(self)
+                return
+        super().handle_close()
+
+
+class _Server(TcpWSGIServer):
+    channel_class = _Channel
 
 
 class HttpServer:
-    """Serves a Router on host:port in a background thread."""
+    """Serves a Router on host:port with waitress, from a background thread.
 
-    def __init__(self, router: Router, host: str, port: int) -> None:
-        self._server = make_server(host, port, router.wsgi, _ThreadingServer, _QuietHandler)
+    Waitress rather than http.server (not meant for production) or cheroot: it
+    is pure Python with no dependencies, maintained (Pylons), and its design
+    fits a monitoring sidecar: one asyncore thread reads and buffers whole
+    requests and writes replies, so slow or idle clients hold no worker, and a
+    fixed pool of `threads` workers runs the app. Connections are cheap (up to
+    `connection_limit`); one idle, or stalled mid-request, for
+    `channel_timeout` seconds is closed. A declared body over `max_body_bytes`
+    gets 413 before it is read; the routes refuse theirs below that (their own
+    limit, JSON 413), so keep this at least `server.max_body_bytes`.
+    """
+
+    grace_seconds = 5.0  # what stop() gives the requests in flight
+
+    def __init__(
+        self,
+        router: Router,
+        host: str,
+        port: int,
+        *,
+        threads: int = 8,
+        connection_limit: int = 1000,
+        channel_timeout: float = 60.0,
+        max_body_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        adj = Adjustments(
+            host=host, port=port, threads=threads, connection_limit=connection_limit,
+            channel_timeout=channel_timeout, cleanup_interval=max(1.0, min(30.0, channel_timeout / 2)),
+            max_request_body_size=max_body_bytes + 1,  # waitress refuses lengths >= its limit
+            asyncore_use_poll=True,  # select() cannot watch file descriptors past 1024
+            ident="modelmon", expose_tracebacks=False,
+        )
+        self._map: dict[int, Any] = {}
+        self._server = _Server(router.wsgi, map=self._map, adj=adj)
+        self.threads = threads
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return int(self._server.server_port)
+        return int(self._server.effective_port)
 
     def start(self) -> None:
-        # A short poll interval keeps stop() (which waits for the loop) quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self._thread.start()
 
+    def _loop(self) -> None:
+        # One poll at a time, so stop() can end the loop; asyncore is not thread-safe,
+        # so the sockets are closed here, in the loop's own thread.
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+        self._server.accepting = False  # stop taking connections, finish the requests in flight
+        deadline = time.monotonic() + self.grace_seconds
+        while self._busy() and time.monotonic() < deadline:
+            wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+        wasyncore.close_all(self._map)
+
+    def _busy(self) -> bool:
+        return any(
+            getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)
+            for ch in list(self._map.values())
+        )
+
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
+        """Finish the requests in flight (up to `grace_seconds`), close every socket, end the threads."""
+        self._stopping.set()
+        if self._thread is not None:
+            with contextlib.suppress(OSError):  # the loop may have closed the trigger already
+                self._server.pull_trigger()  # wake the poll
+            self._thread.join(timeout=self.grace_seconds + 5)
+        else:
+            wasyncore.close_all(self._map)
+        self._server.task_dispatcher.shutdown(timeout=5)
+
+    close = stop

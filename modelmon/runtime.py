@@ -83,7 +83,9 @@ class Runtime:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, wait_for_store: bool = False) -> None:
+        """`wait_for_store`: retry connecting (and migrating) with backoff while the store is
+        unreachable, until `request_stop()`; if that comes first, nothing else is started."""
         from prometheus_client import CollectorRegistry
 
         from modelmon.alerts.endpoints import register_endpoints
@@ -101,10 +103,9 @@ class Runtime:
         self._started = True
         db = self.cfg.database
         self.engine = make_engine(db.url, echo=db.echo, pool_size=db.pool_size)
-        if self.migrate:
-            from modelmon.store.migrate import upgrade
-
-            upgrade(self.engine, cfg=self.cfg)
+        if not self._prepare_store(wait_for_store):
+            log.info("stop requested before the store was reachable")
+            return
         # /metrics = the monitor results, read and rendered by a background thread
         # once per refresh period, followed by this registry's live, small metrics.
         self.registry = CollectorRegistry()
@@ -140,6 +141,23 @@ class Runtime:
             "modelmon %s serving on http://%s:%d (/metrics, /healthz, /readyz)",
             "run" if self.with_ingest else "monitor", self.host, self.http_port,
         )
+
+    def _prepare_store(self, wait: bool) -> bool:
+        """Migrate (or, with migrate=False and `wait`, just connect); False if stopped first."""
+        from modelmon.store.engine import wait_for_database
+        from modelmon.store.migrate import upgrade
+
+        def attempt() -> bool:
+            if self.migrate:
+                upgrade(self.engine, cfg=self.cfg)
+            elif wait:
+                with self.engine.connect():
+                    pass
+            return True
+
+        if not wait:
+            return attempt()
+        return wait_for_database(attempt, self.engine.url, self._stop_requested) is not None
 
     def _start_ingest(self) -> None:
         from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
@@ -249,6 +267,10 @@ class Runtime:
 
 
 def _serve(args: argparse.Namespace, cfg: Config, with_ingest: bool) -> int:
+    if getattr(args, "once", False):
+        from modelmon.monitors.once import monitor_once
+
+        return monitor_once(cfg)
     runtime = Runtime(cfg, with_ingest=with_ingest, host=args.host, port=args.port)
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -257,7 +279,7 @@ def _serve(args: argparse.Namespace, cfg: Config, with_ingest: bool) -> int:
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        runtime.start()
+        runtime.start(wait_for_store=True)
         while not runtime.wait(1.0):
             pass
     finally:
@@ -275,4 +297,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--host", help="bind address (default: server.host)")
         p.add_argument("--port", type=int, help="HTTP port (default: server.port; 0 = any free port)")
+        if not with_ingest:
+            p.add_argument("--once", action="store_true",
+                           help="run one pass of every monitor family, print a table of the "
+                           "results and exit (1 if a job failed): for cron, CI and a first look")
         p.set_defaults(handler=lambda args, cfg, _w=with_ingest: _serve(args, cfg, _w))

@@ -224,7 +224,7 @@ def register(subparsers: Any) -> None:
     base = subparsers.add_parser("baseline", help="research baseline of class shares for the shift monitors")
     sub = base.add_subparsers(dest="baseline_command", required=True)
     s = sub.add_parser("set", help="set a model's baseline from validation data")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", required=True, help="the model whose baseline to set")
     s.add_argument("--from", dest="from_file", required=True, metavar="FILE",
                    help="CSV (class,share | class,count | prediction[,label]) or JSON "
                         "({class: share} | list of objects or values)")
@@ -233,6 +233,6 @@ def register(subparsers: Any) -> None:
                         "with raw predictions, set only this one")
     s.set_defaults(handler=_set)
     sh = sub.add_parser("show", help="print a model's current baselines")
-    sh.add_argument("--model", required=True)
+    sh.add_argument("--model", required=True, help="the model whose baselines to print")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.set_defaults(handler=_show)

@@ -1,9 +1,14 @@
 """Per-slice fairness for each configured slice attribute.
 
 Per slice value: count, selection rate, accuracy, TPR and FPR, each with a 95%
-Wilson interval; across slices: demographic-parity difference and ratio,
-equal-opportunity difference and equalized-odds difference. Needs a positive
-class, so it yields nothing for a multiclass model without `positive_class`.
+Wilson interval (reported once the slice has min_slice_samples); across slices:
+demographic-parity difference and ratio, equal-opportunity difference and
+equalized-odds difference, each with `_lower` / `_upper` bounds of a
+simultaneous 95% interval. The gaps run over every slice whose rate is defined
+(not only slices with min_slice_samples: leaving small slices out hid real
+gaps); the interval is what keeps a small slice's chance extreme from alerting.
+Needs a positive class, so it yields nothing for a multiclass model without
+`positive_class`.
 
 Cardinality stays bounded: the `slice_top_k` most frequent values of an
 attribute are kept, all other values pooled as `__other__`, and predictions
@@ -20,11 +25,11 @@ from modelmon.monitors.buckets import all_versions, versioned, versions_per_wind
 from modelmon.monitors.queries_quality import MISSING_SLICE, OTHER_SLICE, SliceCounts
 from modelmon.monitors.stats_classification import ratio, wilson_interval
 from modelmon.monitors.stats_fairness import (
-    Gap,
+    GapInterval,
     Rate,
-    difference,
-    equalized_odds,
-    ratio_min_max,
+    difference_interval,
+    equalized_odds_interval,
+    ratio_interval,
 )
 from modelmon.monitors.windows import current_windows
 from modelmon.store.tables import rollup_slices
@@ -65,19 +70,23 @@ def _rate_rows(metric: str, rate: Rate, status: Status, labels: dict[str, str]) 
     ]
 
 
-def _gap_row(
-    metric: str, gap: Gap, status_if_ok: Status, attribute: str, any_data: bool
-) -> MetricRow:
+def _gap_rows(
+    metric: str, gap: GapInterval, status_if_ok: Status, attribute: str, any_data: bool
+) -> list[MetricRow]:
+    """The gap and its interval bounds (`_lower`, `_upper`), under one status."""
     if not any_data:
         status: Status = "no_data"
     elif gap.slices < 2:
-        status = "insufficient_data"  # fewer than two slices with enough samples
+        status = "insufficient_data"  # fewer than two slices where the rate is defined
     elif gap.value is None:
         status = "no_data"  # 0 / 0: no slice selected anyone, the ratio is undefined
     else:
         status = status_if_ok
-    value = gap.value if status in ("ok", "maturing") else None
-    return MetricRow(metric, value, gap.n, status, {"attribute": attribute})
+    keep = status in ("ok", "maturing")
+    return [
+        MetricRow(f"{metric}{sfx}", v if keep else None, gap.n, status, {"attribute": attribute})
+        for sfx, v in (("", gap.value), ("_lower", gap.lower), ("_upper", gap.upper))
+    ]
 
 
 def compute_attribute(
@@ -103,7 +112,6 @@ def compute_attribute(
         tpr.append(Rate(c.tp, c.positives))
         fpr.append(Rate(c.fp, c.negatives))
 
-    m = model.min_slice_samples
     window_coverage = ratio(total.labelled, total.n)
     labelled_ok: Status = (
         "ok"
@@ -112,17 +120,22 @@ def compute_attribute(
     )
     has_preds, has_labels = total.n > 0, total.labelled > 0
     for metric, gap, ok, any_data in (
-        ("fairness_demographic_parity_difference", difference(selection, m), "ok", has_preds),
-        ("fairness_disparate_impact_ratio", ratio_min_max(selection, m), "ok", has_preds),
-        ("fairness_equal_opportunity_difference", difference(tpr, m), labelled_ok, has_labels),
+        ("fairness_demographic_parity_difference", difference_interval(selection), "ok", has_preds),
+        ("fairness_disparate_impact_ratio", ratio_interval(selection), "ok", has_preds),
+        (
+            "fairness_equal_opportunity_difference",
+            difference_interval(tpr),
+            labelled_ok,
+            has_labels,
+        ),
         (
             "fairness_equalized_odds_difference",
-            equalized_odds(tpr, fpr, m),
+            equalized_odds_interval(tpr, fpr),
             labelled_ok,
             has_labels,
         ),
     ):
-        rows.append(_gap_row(metric, gap, ok, attribute, any_data))
+        rows += _gap_rows(metric, gap, ok, attribute, any_data)
     return rows
 
 
@@ -134,7 +147,9 @@ def split_slices(
     total = SliceCounts()
     for c in values.values():
         total = total + c
-    candidates = [(v, c) for v, c in values.items() if v not in (MISSING_SLICE, OTHER_SLICE) and c.n > 0]
+    candidates = [
+        (v, c) for v, c in values.items() if v not in (MISSING_SLICE, OTHER_SLICE) and c.n > 0
+    ]
     candidates.sort(key=lambda vc: (-vc[1].n, vc[0]))
     return candidates[:k], values.get(MISSING_SLICE), total
 

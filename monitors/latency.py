@@ -15,7 +15,7 @@ Freshness (window "now"): last_prediction_timestamp_seconds, seconds_since_last_
 Gating: quantiles, error ratio, SLI and budget need min_samples requests.
 Burn rates are reported from the first request on, with the request count as
 sample_count: the alert rules apply their own minimum-traffic guard
-(modelmon_monitor_sample_count), and a page-worthy burn on a quiet service
+(modelmon_monitor_samples), and a page-worthy burn on a quiet service
 should not wait for a window of 100 requests.
 """
 

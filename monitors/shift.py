@@ -48,8 +48,15 @@ def compare(
     baseline_name: str,
     minimum: int,
     baseline_n: int | None = None,
+    baseline_minimum: int | None = None,
 ) -> list[MetricRow]:
-    """Statistics of one current distribution against one baseline."""
+    """Statistics of one current distribution against one baseline.
+
+    `baseline_n` is the baseline's own sample count, reported on its share rows
+    (0 when unknown). Below `baseline_minimum` (default `minimum`) the baseline
+    is too small to compare with: that gates a rolling baseline, whereas the
+    research one is taken as given (pass 0), as the chi-squared test takes it.
+    """
     n = sum(current.values())
     labels = {"baseline": baseline_name}
     status: Status = "ok"
@@ -59,7 +66,7 @@ def compare(
         status = "insufficient_data"
     elif not baseline or sum(baseline.values()) <= 0:
         status = "no_baseline"
-    elif baseline_n is not None and baseline_n < minimum:
+    elif baseline_n is not None and baseline_n < (minimum if baseline_minimum is None else baseline_minimum):
         status = "insufficient_data"  # a rolling baseline too small to compare with
     rows: list[MetricRow] = []
     if baseline:
@@ -105,7 +112,7 @@ def _distribution_rows(
         for k in _reported_classes(shares, research or {}, configured=configured)
     ]
     rolling_shares = shares_from_counts(rolling)
-    rows += compare(prefix, current, research, "research", minimum, None)
+    rows += compare(prefix, current, research, "research", minimum, research_n, baseline_minimum=0)
     rows += compare(prefix, current, rolling_shares or None, "rolling", minimum, sum(rolling.values()))
     # Baseline share series are bounded like the current ones.
     keep = set(_reported_classes(shares, research or {}, rolling_shares, configured=configured))

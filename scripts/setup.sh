@@ -104,8 +104,8 @@ fi
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
-    log "pip install -e .[test,broker]"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,broker]"
+    log "pip install -e .[test,broker,evidently]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,broker,evidently]"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

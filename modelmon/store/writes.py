@@ -43,13 +43,34 @@ from modelmon.store.tables import predictions as predictions_t
 _IN_CHUNK = 900
 
 
+# Kafka header naming who produced a feedback message: the API marks what it forwards,
+# so a label POSTed over HTTP reads `source: http` in the trace however it was stored.
+SOURCE_HEADER = "modelmon-source"
+HEADER_SOURCES = frozenset({"http"})  # values ingest records; anything else reads as kafka
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where an event came from in Kafka (the audit trace)."""
+    """Where an event came from in Kafka (the audit trace).
+
+    `source` is the producer's own word for it (SOURCE_HEADER); None leaves the
+    batch's `source` argument in charge.
+    """
 
     topic: str
     partition: int
     offset: int
+    source: str | None = None
+
+
+def header_source(record: Any) -> str:
+    """The source a Kafka record declares in its SOURCE_HEADER, else "kafka"."""
+    for key, value in getattr(record, "headers", None) or ():
+        if key == SOURCE_HEADER and isinstance(value, bytes | bytearray):
+            text = bytes(value).decode("utf-8", "replace")
+            if text in HEADER_SOURCES:
+                return text
+    return "kafka"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +403,9 @@ def _write_feedback(
     rows = []
     for fb, position in first.values():
         topic, partition, offset = _pos(position)
+        origin = position.source if position is not None and position.source else source
         rows.append(
-            (fb.model, fb.request_id, fb.label, fb.ts, source, topic, partition, offset,
+            (fb.model, fb.request_id, fb.label, fb.ts, origin, topic, partition, offset,
              fb.digest, now)
         )
     inserted = _insert_returning_keys(conn, feedback_t, _FEEDBACK_COLUMNS, rows) if rows else set()

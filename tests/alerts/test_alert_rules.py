@@ -12,6 +12,7 @@ import yaml
 
 from modelmon.alerts.rules import (
     ALERTS,
+    DEFAULT_RUNBOOK_BASE,
     HEADER,
     RuleOptions,
     generate,
@@ -308,7 +309,7 @@ def test_candidate_worse_holds_the_verdict_and_never_reads_inconclusive(tmp_path
 
 # -- scheduler and ingest stalls (issue 14): promtool unit tests of the repository's rules --------
 
-RUNBOOK = "https://github.com/modelmon/modelmon/blob/main/README.md#runbook-"
+RUNBOOK = DEFAULT_RUNBOOK_BASE + "#runbook-"
 SCHEDULE_UNIT_TESTS = {
     "service": {
         "rule_files": [str(RULES / "service.yml")],
@@ -393,6 +394,33 @@ SCHEDULE_UNIT_TESTS = {
             },
         ],
     },
+    "discovered": {
+        "rule_files": [str(RULES / "discovered-models.yml"), str(RULES / "service.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # retention runs every 10m, here each run ending 2 minutes into its slot: 12
+                # minutes without a success is normal for it (stale after 30m), while a
+                # discovered model's job is stale after 5m
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'modelmon_monitor_last_success_timestamp_seconds{model="*",monitor="retention"}',
+                     "values": " ".join(f"{720 * k}+0x11" for k in range(6))},
+                    {"series": 'modelmon_monitor_last_success_timestamp_seconds{model="other",monitor="shift"}',
+                     "values": "0+0x9 600+0x50"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "47m", "alertname": "ModelmonMonitorStale", "exp_alerts": [
+                        {"exp_labels": {"severity": "ticket", "model": "other", "monitor": "shift"},
+                         "exp_annotations": {
+                            "summary": "Monitor shift of other is stale",
+                            "description": "Monitor shift for model other last succeeded 37m 0s ago (runs "
+                            "every 1m; stale after 5m). Its values on dashboards and in other alerts are "
+                            "out of date.",
+                            "runbook_url": RUNBOOK + "modelmonmonitorstale"}}]},
+                ],
+            },
+        ],
+    },
 }
 
 
@@ -416,3 +444,138 @@ def test_schedule_delay_and_stall_thresholds_come_from_the_configuration(tmp_pat
     assert (rules["ModelmonMonitorBehind"]["for"], rules["ModelmonIngestStalled"]["for"]) == ("3m", "1m")
     assert rules["ModelmonMonitorBehind"]["labels"] == {"severity": "ticket"}
     assert rules["ModelmonIngestStalled"]["labels"] == {"severity": "page"}
+
+
+# -- latency SLOs count every error as bad (issue 13): promtool on the generated rules ------------
+
+def _near(expr: str, value: float) -> str:
+    return f"abs({expr} - {value!r}) < bool 1e-9"
+
+
+FAST_FAILURES = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {   # 600 fast successes and 120 fast failures a minute: 1/6 bad, a 16.7x burn of a 1% budget
+            "interval": "1m",
+            "input_series": [
+                {"series": 'modelmon_prediction_latency_seconds_bucket{model="fraud",le="0.3"}',
+                 "values": "0+600x30"},
+                {"series": 'modelmon_prediction_latency_seconds_count{model="fraud"}', "values": "0+600x30"},
+                {"series": 'modelmon_predictions_total{model="fraud",model_version="v1",status="ok"}',
+                 "values": "0+600x30"},
+                {"series": 'modelmon_predictions_total{model="fraud",model_version="v1",status="error"}',
+                 "values": "0+120x30"},
+            ],
+            "promql_expr_test": [
+                {"expr": _near('modelmon:slo_error_ratio:rate5m{slo="latency-300ms"}', 120 / 720),
+                 "eval_time": "20m", "exp_samples": [{"labels": '{model="fraud",slo="latency-300ms"}', "value": 1}]},
+                {"expr": _near('modelmon:slo_requests:rate5m{slo="latency-300ms"}', 720 / 60),
+                 "eval_time": "20m", "exp_samples": [{"labels": '{model="fraud",slo="latency-300ms"}', "value": 1}]},
+                {"expr": 'ALERTS{alertname="ModelmonSLOFastBurn",slo="latency-300ms",alertstate="firing"}',
+                 "eval_time": "20m", "exp_samples": [{"labels": (
+                     '{__name__="ALERTS",alertname="ModelmonSLOFastBurn",alertstate="firing",model="fraud",'
+                     'severity="page",slo="latency-300ms"}'), "value": 1}]},
+            ],
+        },
+        {   # every request fails before it measures a latency: no histogram at all, all bad
+            "interval": "1m",
+            "input_series": [
+                {"series": 'modelmon_predictions_total{model="fraud",model_version="v1",status="error"}',
+                 "values": "0+60x30"},
+            ],
+            "promql_expr_test": [
+                {"expr": 'modelmon:slo_error_ratio:rate30m{slo="latency-300ms"}', "eval_time": "20m",
+                 "exp_samples": [{"labels": 'modelmon:slo_error_ratio:rate30m{model="fraud",slo="latency-300ms"}',
+                                  "value": 1}]},
+            ],
+        },
+    ],
+}
+
+
+def test_latency_slo_rules_count_fast_failures_as_bad(tmp_path: Path) -> None:
+    (tmp_path / "model-fraud.yml").write_text(generate(_repo_config())["model-fraud.yml"])
+    unit = {"rule_files": ["model-fraud.yml"], **FAST_FAILURES}
+    (tmp_path / "slo.test.yml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    result = _promtool("test", "rules", "slo.test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- fairness gaps alert on their simultaneous interval (issue 13): promtool -----------------------
+
+def _fair(metric: str, attribute: str, window: str, values: str) -> dict:
+    return {"series": f'modelmon_fairness_{metric}{{model="fraud",model_version="*",window="{window}",'
+                      f'attribute="{attribute}"}}', "values": values}
+
+
+def _fair_gap(metric: str, attribute: str, window: str, point: str, lower: str, upper: str) -> list[dict]:
+    return [_fair(metric, attribute, window, point), _fair(f"{metric}_lower", attribute, window, lower),
+            _fair(f"{metric}_upper", attribute, window, upper)]
+
+
+FAIRNESS_GAP = {
+    "evaluation_interval": "1m",
+    "tests": [
+        {   # equal opportunity 0.21 on a few positives, interval [0.04, 0.53]: not evidence, quiet;
+            # demographic parity 0.2 with lower bound 0.12 > 0.1 from minute 5: fires after 15m;
+            # disparate impact 0.6 with upper bound 0.85 >= 0.8 (small slices): quiet
+            "interval": "1m",
+            "input_series": [
+                *_fair_gap("equal_opportunity_difference", "race", "1h", "0.21x40", "0.04x40", "0.53x40"),
+                *_fair_gap("demographic_parity_difference", "sex", "1d", "0.05x4 0.2x35",
+                           "0.01x4 0.12x35", "0.1x4 0.29x35"),
+                *_fair_gap("disparate_impact_ratio", "race", "1h", "0.6x40", "0.3x40", "0.85x40"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "15m", "alertname": "ModelmonFairnessGap", "exp_alerts": []},
+                {"eval_time": "21m", "alertname": "ModelmonFairnessGap", "exp_alerts": [
+                    {"exp_labels": {"severity": "ticket", "model": "fraud", "model_version": "*",
+                                    "window": "1d", "attribute": "sex", "statistic": "demographic_parity"},
+                     "exp_annotations": {
+                        "summary": "Fairness gap for fraud across sex",
+                        "description": "The demographic_parity of fraud (version *) across all slices of sex "
+                        "over the 1d window is 0.2 (simultaneous 95% interval [0.12, 0.29]): the whole "
+                        "interval is beyond the threshold (disparate_impact < 0.8, demographic_parity > 0.1, "
+                        "equal_opportunity > 0.1)."}}]},
+            ],
+        },
+        {   # four-fifths rule: ratio 0.6 whose upper bound 0.75 < 0.8 fires; equal opportunity
+            # 0.15 with lower bound 0.1 exactly (not above) stays quiet
+            "interval": "1m",
+            "input_series": [
+                *_fair_gap("disparate_impact_ratio", "sex", "1h", "0.6x30", "0.5x30", "0.75x30"),
+                *_fair_gap("equal_opportunity_difference", "sex", "1h", "0.15x30", "0.1x30", "0.2x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "14m", "alertname": "ModelmonFairnessGap", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "ModelmonFairnessGap", "exp_alerts": [
+                    {"exp_labels": {"severity": "ticket", "model": "fraud", "model_version": "*",
+                                    "window": "1h", "attribute": "sex", "statistic": "disparate_impact"},
+                     "exp_annotations": {
+                        "summary": "Fairness gap for fraud across sex",
+                        "description": "The disparate_impact of fraud (version *) across all slices of sex "
+                        "over the 1h window is 0.6 (simultaneous 95% interval [0.5, 0.75]): the whole "
+                        "interval is beyond the threshold (disparate_impact < 0.8, demographic_parity > 0.1, "
+                        "equal_opportunity > 0.1)."}}]},
+            ],
+        },
+    ],
+}
+
+
+def test_fairness_gap_fires_on_the_interval_not_the_point(tmp_path: Path) -> None:
+    """ModelmonFairnessGap reads the gap's interval bound: a large point gap on small slices
+    whose interval still reaches the threshold is quiet; an interval wholly beyond it fires."""
+    text = generate(_repo_config())["model-fraud.yml"]
+    (tmp_path / "model-fraud.yml").write_text(text)
+    rule = next(r for g in yaml.safe_load(text)["groups"] for r in g["rules"]
+                if r.get("alert") == "ModelmonFairnessGap")
+    assert "modelmon_monitor_samples" not in rule["expr"]  # the interval is the sample-size guard
+    for test in FAIRNESS_GAP["tests"]:
+        for check in test["alert_rule_test"]:
+            for alert in check["exp_alerts"]:
+                alert["exp_annotations"]["runbook_url"] = rule["annotations"]["runbook_url"]
+    unit = {"rule_files": ["model-fraud.yml"], **FAIRNESS_GAP}
+    (tmp_path / "fairness.test.yml").write_text(yaml.safe_dump(unit, sort_keys=False))
+    result = _promtool("test", "rules", "fairness.test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

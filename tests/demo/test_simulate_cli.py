@@ -54,7 +54,8 @@ def test_simulate_sends_valid_traffic(tmp_path: Path, kafka_bootstrap: str, kafk
 
 def _snapshot(psi: float, di: float, freshness: float) -> Snapshot:
     values = {"accuracy": (0.91, "ok"), "estimated": (None, "insufficient_data (n=12)"), "psi": (psi, "ok"),
-              "p95": (0.123, "ok"), "burn": (0.5, "ok"), "di": (di, "ok")}
+              "p95": (0.123, "ok"), "burn": (0.5, "ok"), "di": (di, "ok"),
+              "di_upper": (di + 0.1, "ok")}  # the interval's upper bound, what the view tests
     views = [ModelView("fraud", 12.0, freshness, values)]
     return Snapshot(0.0, 42.0, views, [], ["class_shift (species)"], 3, "thresholds", ["  10s  X started firing"])
 

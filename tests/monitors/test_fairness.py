@@ -149,42 +149,55 @@ def test_slices_match_fairlearn(stored):
                     assert row.status == "ok"  # 75% labelled > mature_coverage
                     assert row.value == pytest.approx(lab.loc[g, col], abs=1e-9)
 
-        # Gaps over the slices with enough samples, through fairlearn's own functions.
-        counts = Counter(groups)
-        big = np.array([counts[g] >= min_n for g in groups])
+        # Gaps over every slice whose rate is defined (small ones too), through fairlearn's
+        # own functions; each within its interval.
         dpd = _row(rows, "fairness_demographic_parity_difference", attribute=attribute)
         assert dpd.value == pytest.approx(
-            demographic_parity_difference(y_true[big], y_pred[big], sensitive_features=groups[big]),
-            abs=1e-9,
+            demographic_parity_difference(
+                y_true, y_pred, sensitive_features=groups, method="between_groups"
+            ),
+            abs=1e-12,
         )
-        assert dpd.sample_count == big.sum()
+        assert dpd.sample_count == len(groups)
         assert _row(
             rows, "fairness_disparate_impact_ratio", attribute=attribute
         ).value == pytest.approx(
-            demographic_parity_ratio(y_true[big], y_pred[big], sensitive_features=groups[big]),
-            abs=1e-9,
+            demographic_parity_ratio(
+                y_true, y_pred, sensitive_features=groups, method="between_groups"
+            ),
+            abs=1e-12,
         )
         lg = groups[labelled]
         yt, yp = y_true[labelled], y_pred[labelled]
         pos_n = Counter(lg[yt == 1])
         neg_n = Counter(lg[yt == 0])
-        eo_ok = np.array([pos_n[g] >= min_n for g in lg])
-        eodds_ok = np.array([pos_n[g] >= min_n and neg_n[g] >= min_n for g in lg])
+        eo_ok = np.array([pos_n[g] >= 1 for g in lg])
+        eodds_ok = np.array([pos_n[g] >= 1 and neg_n[g] >= 1 for g in lg])
         eo = _row(rows, "fairness_equal_opportunity_difference", attribute=attribute)
         assert eo.status == "ok"
         assert eo.value == pytest.approx(
             equal_opportunity_difference(yt[eo_ok], yp[eo_ok], sensitive_features=lg[eo_ok]),
-            abs=1e-9,
+            abs=1e-12,
         )
         assert _row(
             rows, "fairness_equalized_odds_difference", attribute=attribute
         ).value == pytest.approx(
             equalized_odds_difference(yt[eodds_ok], yp[eodds_ok], sensitive_features=lg[eodds_ok]),
-            abs=1e-9,
+            abs=1e-12,
         )
+        for metric in (
+            "fairness_demographic_parity_difference",
+            "fairness_disparate_impact_ratio",
+            "fairness_equal_opportunity_difference",
+            "fairness_equalized_odds_difference",
+        ):
+            point = _row(rows, metric, attribute=attribute).value
+            lo = _row(rows, f"{metric}_lower", attribute=attribute).value
+            hi = _row(rows, f"{metric}_upper", attribute=attribute).value
+            assert lo <= point <= hi
 
 
-def test_small_slices_are_reported_but_left_out_of_gaps(stored):
+def test_small_slices_enter_the_gaps_and_widen_the_interval(stored):
     engine, events = stored
     window = in_window(events, NOW - HOUR, NOW)
     n_x = sum(1 for e in window if e["slices"] and e["slices"].get("sex") == "x")
@@ -199,20 +212,15 @@ def test_small_slices_are_reported_but_left_out_of_gaps(stored):
 
     groups = _groups(window, "sex", 20)
     y_pred = np.array([e["prediction"] == "1" for e in window], dtype=int)
-    counts = Counter(groups)
-    big = np.array([counts[g] >= n_x + 1 for g in groups])  # x (and a small __missing__) left out
-    assert not big[groups == "x"].any()
     without_x = demographic_parity_difference(
-        y_pred[big], y_pred[big], sensitive_features=groups[big]
+        y_pred[groups != "x"], y_pred[groups != "x"], sensitive_features=groups[groups != "x"]
     )
-    with_x = demographic_parity_difference(
-        y_pred[big | (groups == "x")],
-        y_pred[big | (groups == "x")],
-        sensitive_features=groups[big | (groups == "x")],
-    )
-    dpd = _row(rows, "fairness_demographic_parity_difference", attribute="sex").value
-    assert dpd == pytest.approx(without_x, abs=1e-9)
-    assert abs(with_x - without_x) > 0.1  # slice x (always predicted positive) would dominate
+    with_x = demographic_parity_difference(y_pred, y_pred, sensitive_features=groups)
+    assert abs(with_x - without_x) > 0.1  # slice x (always predicted positive) dominates
+    dpd = _row(rows, "fairness_demographic_parity_difference", attribute="sex")
+    assert (dpd.status, dpd.value) == ("ok", pytest.approx(with_x, abs=1e-12))
+    lo = _row(rows, "fairness_demographic_parity_difference_lower", attribute="sex").value
+    assert 0.1 < lo < with_x  # x's 100% selection rate is clear even on its few predictions
 
 
 def test_top_k_pools_the_rest_as_other(stored):
@@ -252,12 +260,16 @@ def test_empty_window_gives_no_data(stored):
     assert rows and all(wr.row.status == "no_data" and wr.row.value is None for wr in rows)
 
 
-def test_gaps_need_two_slices_with_enough_samples(stored):
+def test_gaps_do_not_wait_for_min_slice_samples(stored):
+    """No slice reaches min_slice_samples: the per-slice rates are withheld, the gaps
+    (and their intervals) are not; "insufficient_data" needs fewer than two slices."""
     engine, events = stored
     n = len(in_window(events, NOW - HOUR, NOW))
     model = model_settings(task="binary", positive_class="1", slices=["sex"], min_slice_samples=n)
     with engine.connect() as conn:
         rows = rows_by_key(fairness.collect(conn, model, NOW))
     gaps = [r for (metric, _), r in rows.items() if metric.startswith("fairness_")]
-    assert len(gaps) == 4
-    assert all(r.status == "insufficient_data" and r.value is None for r in gaps)
+    assert len(gaps) == 12  # four gaps, each with _lower and _upper
+    assert all(r.status in ("ok", "maturing") and r.value is not None for r in gaps)
+    rates = [r for (metric, _), r in rows.items() if metric == "slice_selection_rate_ratio"]
+    assert rates and all(r.status == "insufficient_data" for r in rates)

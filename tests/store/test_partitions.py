@@ -90,7 +90,7 @@ def test_partitions_retention_and_monitors_across_a_boundary(engine: sa.Engine) 
     # timestamps are in the future of the machine's clock): the exact reference.
     period = [(t, x) for t, x in zip(ts, lat, strict=True) if t >= NOW - 14 * 86400]
     good = sum(x <= 250.0 for _, x in period)
-    sli = before[("2w", "slo_sli_ratio", "*", "slo=fast")]
+    sli = before[("14d", "slo_sli_ratio", "*", "slo=fast")]
     assert sli == (pytest.approx(good / len(period), rel=1e-12), len(period))
 
     if pg:

@@ -225,7 +225,7 @@ def test_advice_on_unlikely_settings(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="modelmon.store.retention"):
         notes = check(cfg)
     assert len(notes) == 3
-    assert "retention.fine_buckets (1w) is shorter than retention.predictions (30d)" in caplog.text
-    assert "retention.coarse_buckets (5d) is shorter than retention.fine_buckets (1w)" in caplog.text
-    assert "(4w) is longer than retention.coarse_buckets" in caplog.text
+    assert "retention.fine_buckets (7d) is shorter than retention.predictions (30d)" in caplog.text
+    assert "retention.coarse_buckets (5d) is shorter than retention.fine_buckets (7d)" in caplog.text
+    assert "(28d) is longer than retention.coarse_buckets" in caplog.text
     assert check(cfg.model_copy(update={"retention": cfg.retention.model_copy(update={"enabled": False})})) == []
