@@ -3,10 +3,9 @@ package, and no file it did not generate overwritten or deleted."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_run import modelmon
 
 from modelmon.alerts.rules import HEADER
 
@@ -15,16 +14,6 @@ PACKAGE_RULES = ROOT / "alerts" / "rules"
 CONFIG = str(ROOT / "modelmon.yaml")
 
 
-def modelmon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmon", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_generate_writes_to_modelmon_rules_in_the_working_directory(tmp_path: Path) -> None:

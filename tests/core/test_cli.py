@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from cli_run import modelmon
+
 from modelmon.cli import build_parser
-
-
-def modelmon(
-    *args: str, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """`python -m modelmon ARGS` with no MODELMON_* variables leaking in from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmon", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def write_config(

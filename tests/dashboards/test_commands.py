@@ -3,25 +3,12 @@ the installed package, no file of the user's overwritten, an unreachable Prometh
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_run import modelmon
+
 from modelmon.dashboards.generate import DASHBOARDS, JSON_DIR
-
-
-def modelmon(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
-    return subprocess.run(
-        [sys.executable, "-m", "modelmon", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_generate_writes_to_modelmon_dashboards_in_the_working_directory(tmp_path: Path) -> None:
