@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,3 +131,14 @@ def label_of(engine: Engine, model: str, request_id: str) -> tuple[Any, Any]:
             select(p.c.label, p.c.label_ts).where(p.c.model == model, p.c.request_id == request_id)
         ).one()
     return row[0], row[1]
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy (returned), else fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -7,59 +7,14 @@ model service; both must end up joined in exactly the same way.
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
-
-import pytest
-from api_helpers import feedback_event, make_config, prediction_event, row_counts, serve
+from api_helpers import feedback_event, make_config, prediction_event, row_counts, serve, wait_for
 from kafka.errors import KafkaTimeoutError
 from sqlalchemy import select
 
 from modelmon.api.producer import feedback_producer
 from modelmon.client import ModelmonClient
 from modelmon.config import Config
-from modelmon.ingest import IngestService
 from modelmon.store import tables
-from modelmon.store.engine import make_engine
-from modelmon.store.migrate import upgrade
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def pipeline(kafka_bootstrap, kafka_topics, tmp_path):
-    """Config + migrated SQLite store + ingest running in a thread."""
-    preds, fb = kafka_topics("preds"), kafka_topics("feedback")
-    base = make_config().model_dump()
-    base["database"] = {"url": f"sqlite:///{tmp_path / 'e2e.db'}"}
-    base["kafka"] = {
-        "bootstrap_servers": kafka_bootstrap, "predictions_topic": preds, "feedback_topic": fb,
-        "group_id": f"api-e2e-{uuid.uuid4().hex[:8]}",
-        "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-    }
-    base["ingest"] = {"batch_max_age": 0.2}
-    cfg = Config.model_validate(base)
-    engine = make_engine(cfg.database.url)
-    upgrade(engine)
-    stop = threading.Event()
-    service = IngestService(cfg, engine)
-    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield cfg, engine
-    finally:
-        stop.set()
-        thread.join(30)
-        engine.dispose()
 
 
 def _rows(engine, table, request_id):
@@ -77,7 +32,7 @@ def test_http_feedback_is_joined_like_kafka_feedback(pipeline):
             client.log_prediction(request_id=rid, model="fraud", prediction=p["prediction"],
                                   timestamp=p["timestamp"], scores=p["scores"], model_version="v3")
         assert client.flush(30)
-        _wait_for(lambda: row_counts(engine)["predictions"] == 2, what="predictions ingested")
+        wait_for(lambda: row_counts(engine)["predictions"] == 2, what="predictions ingested")
 
         with serve(cfg, engine, producer) as s:
             r = s.post_json("/v1/feedback", feedback_event("via-http", label=0))
@@ -86,7 +41,7 @@ def test_http_feedback_is_joined_like_kafka_feedback(pipeline):
             client.log_feedback(request_id="via-kafka", model="fraud", label=0,
                                 timestamp=feedback_event()["timestamp"])
             assert client.flush(30)
-            _wait_for(lambda: all(_rows(engine, tables.predictions, rid)[0].label for rid in ("via-http", "via-kafka")),
+            wait_for(lambda: all(_rows(engine, tables.predictions, rid)[0].label for rid in ("via-http", "via-kafka")),
                       what="labels joined")
             trace = s.request("GET", "/v1/models/fraud/predictions/via-http").json()
     finally:

@@ -4,33 +4,23 @@ and POST /v1/feedback stamps a missing `timestamp` with the receipt time (issue 
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-from api_helpers import feedback_event, make_config, prediction_event, serve, store_predictions
+from api_helpers import (
+    feedback_event,
+    make_config,
+    prediction_event,
+    serve,
+    store_predictions,
+    wait_for,
+)
 
 from modelmon.api.producer import feedback_producer
 from modelmon.client import ModelmonClient
-from modelmon.config import Config
 from modelmon.contract import parse_timestamp
-from modelmon.ingest import IngestService
 from modelmon.ingest.batch import parse_records
-from modelmon.store.engine import make_engine
-from modelmon.store.migrate import upgrade
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class _Acked:
@@ -105,30 +95,6 @@ def test_a_label_without_timestamp_written_to_the_store_gets_the_receipt_time(sq
     assert sent["time"]["epoch"] == parse_timestamp(feedback_event()["timestamp"])
 
 
-@pytest.fixture
-def pipeline(kafka_bootstrap, kafka_topics, tmp_path):
-    """Config + migrated SQLite store + ingest running in a thread."""
-    preds, fb = kafka_topics("preds"), kafka_topics("feedback")
-    base = make_config().model_dump()
-    base["database"] = {"url": f"sqlite:///{tmp_path / 'e2e.db'}"}
-    base["kafka"] = {
-        "bootstrap_servers": kafka_bootstrap, "predictions_topic": preds, "feedback_topic": fb,
-        "group_id": f"source-{uuid.uuid4().hex[:8]}",
-        "consumer": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-    }
-    base["ingest"] = {"batch_max_age": 0.2}
-    cfg = Config.model_validate(base)
-    engine = make_engine(cfg.database.url)
-    upgrade(engine)
-    stop = threading.Event()
-    thread = threading.Thread(target=IngestService(cfg, engine).run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield cfg, engine
-    finally:
-        stop.set()
-        thread.join(30)
-        engine.dispose()
 
 
 def test_a_label_posted_over_http_through_kafka_says_http(pipeline) -> None:
@@ -146,12 +112,12 @@ def test_a_label_posted_over_http_through_kafka_says_http(pipeline) -> None:
                 r = s.request("GET", f"/v1/models/fraud/predictions/{rid}")
                 return r.json() if r.status == 200 else None
 
-            _wait_for(lambda: trace("via-http") and trace("via-kafka"), what="predictions ingested")
+            wait_for(lambda: trace("via-http") and trace("via-kafka"), what="predictions ingested")
             assert s.post_json("/v1/feedback", feedback_event("via-http", label=0)).status == 200
             client.log_feedback(request_id="via-kafka", model="fraud", label=0,
                                 timestamp=feedback_event()["timestamp"])
             assert client.flush(30)
-            labels = _wait_for(
+            labels = wait_for(
                 lambda: all((trace(r) or {}).get("label") for r in ("via-http", "via-kafka"))
                 and {r: trace(r)["label"] for r in ("via-http", "via-kafka")},  # type: ignore[index]
                 what="labels joined",
