@@ -87,6 +87,9 @@ class KafkaConfig(_Section):
     security: dict[str, Any] = Field(default_factory=dict)
     # Extra KafkaConsumer settings (session_timeout_ms, fetch_max_bytes, ...).
     consumer: dict[str, Any] = Field(default_factory=dict)
+    # Consumer library: kafka-python (pure Python, the default) or confluent-kafka
+    # (librdkafka; `pip install 'modelmon[confluent]'`). Same guarantees either way.
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
 
     @property
     def enabled(self) -> bool:
@@ -111,6 +114,13 @@ class IngestConfig(_Section):
     # A batch that has waited this long without being committed (store down,
     # a batch it keeps refusing) marks the writer as stalled: /healthz 503.
     stall_after: Duration = 300.0
+    # Dead-letter limit: when more than this share of a partition's last
+    # `dead_letter_limit_messages` messages is bad (a broken producer deploy),
+    # that partition is paused and an alert raised instead of dead-lettering on.
+    dead_letter_limit_share: float = Field(0.5, gt=0, le=1)
+    dead_letter_limit_messages: int = Field(1000, ge=10)
+    # `modelmon ingest` serves /metrics, /healthz and /readyz here (0 = any free port).
+    http_port: int = Field(9465, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _bytes_fit(self) -> IngestConfig:
@@ -174,6 +184,14 @@ class Thresholds(_Section):
     # and how much error rate it may add, before its verdict is `worse`.
     version_accuracy_margin: float = Field(0.02, gt=0, lt=1)
     version_error_margin: float = Field(0.01, gt=0, lt=1)
+    # Feature drift: share of a model's features whose drift test detects drift
+    # (evidently's "dataset drift" share; 0.5 is evidently's default).
+    feature_drift_share: float = Field(0.5, gt=0, le=1)
+    # Data quality, per feature, compared with the reference.
+    feature_missing_increase: float = Field(0.1, gt=0, le=1)
+    feature_unseen_share: float = Field(0.05, gt=0, le=1)
+    feature_out_of_range_share: float = Field(0.05, gt=0, le=1)
+    feature_type_change_share: float = Field(0.01, gt=0, le=1)
 
 
 class CompareConfig(_Section):
@@ -306,6 +324,29 @@ class MonitorsConfig(_Section):
     history_interval: Duration = 600.0
     # Threads running monitor jobs (one job per thread at a time).
     max_workers: int = Field(4, ge=1, le=64)
+    # `modelmon monitor` serves /metrics, /healthz and /readyz here (0 = any free port).
+    http_port: int = Field(9466, ge=0, le=65535)
+
+
+class FeaturesConfig(_Section):
+    """Input-feature monitoring: drift against a reference and data quality.
+
+    Both families read a deterministic, bounded sample of each window (the same
+    window always gives the same rows) and run in their own worker process, so
+    evidently's import and memory never touch ingest or the other families.
+    """
+
+    enabled: bool = True
+    # Windows the feature families compute over, and how often they run.
+    windows: list[Duration] = Field(default_factory=lambda: [3600.0, 86400.0])
+    interval: Duration = 300.0
+    # Rows per window sample, and the most rows a stored reference keeps.
+    sample_rows: int = Field(20_000, ge=100)
+    reference_rows: int = Field(50_000, ge=100)
+    # Features watched per model (the rest are counted, not exported).
+    max_per_model: int = Field(100, ge=1, le=1000)
+    # The worker process is restarted after a job that leaves it above this RSS.
+    worker_max_rss_bytes: int = Field(500 * 1_048_576, ge=64 * 1_048_576)
 
 
 class RollupsConfig(_Section):
@@ -356,6 +397,9 @@ class AlertsConfig(_Section):
     # Each alert's `runbook_url` annotation is this base + "#" + the alert's anchor;
     # point it at your copy of docs/alerts.md (wiki, internal docs site).
     runbook_base_url: str = "https://github.com/modelmon/modelmon/blob/main/docs/alerts.md"
+    # Where people reach the modelmon API: the feature-drift alert and the model
+    # dashboard link to its report endpoint (`/v1/report`) under this base.
+    api_base_url: str = "http://127.0.0.1:9464"
 
 
 class Config(_Section):
@@ -367,6 +411,7 @@ class Config(_Section):
     rollups: RollupsConfig = RollupsConfig()
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    features: FeaturesConfig = FeaturesConfig()
     defaults: ModelSettings = ModelSettings()
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
@@ -432,6 +477,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MODELMON_API_TOKENS": ("server", "api_tokens"),
     "MODELMON_METRICS_TOKENS": ("server", "metrics_tokens"),
     "MODELMON_RUNBOOK_BASE_URL": ("alerts", "runbook_base_url"),
+    "MODELMON_API_BASE_URL": ("alerts", "api_base_url"),
 }
 
 

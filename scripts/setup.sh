@@ -28,6 +28,9 @@ missing=()
 [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || missing+=(postgresql-15)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+# A real browser for the tests that open pages (the feature report), driven by selenium.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # Only the client, to validate docker-compose.yml in the tests (no engine needed).
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
@@ -104,8 +107,8 @@ fi
 
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
-    log "pip install -e .[test,broker,evidently]"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,broker,evidently]"
+    log "pip install -e .[test,broker,evidently,confluent]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,broker,evidently,confluent]"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
