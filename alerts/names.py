@@ -21,6 +21,7 @@ RESERVED = frozenset(
         "prediction_latency_seconds",
         "ingest_dead_letters_total",
         "ingest_batch_pending_seconds",
+        "ingest_partition_halted",
         "consumer_lag_messages",
         "metrics_models_omitted",
         "metrics_results_omitted",
@@ -100,6 +101,23 @@ METRIC_HELP: dict[str, str] = {
     "slice_true_positive_rate_ratio": "True-positive rate of the slice (labelled positives predicted positive).",
     "slice_false_positive_rate_ratio": "False-positive rate of the slice (labelled negatives predicted positive).",
     "fairness_equalized_odds_difference": "Larger of the true-positive and false-positive rate gaps over all slices with both a labelled positive and a labelled negative.",
+    # feature_drift family (per feature: at most features.max_per_model values of `feature`)
+    "feature_drift_score": "Drift test result of the feature against the reference: p-value for ks, chisquare and z; distance for wasserstein and jensenshannon.",
+    "feature_drift_threshold": "Threshold of the feature's drift test: drift below it for a p-value, above it for a distance.",
+    "feature_drift_detected": "1 if the feature's drift test detects drift against the reference, else 0.",
+    "feature_drift_share_ratio": "Share of the compared features whose drift test detects drift (dataset drift).",
+    "feature_drift_detected_features": "Compared features whose drift test detects drift.",
+    "feature_drift_compared_features": "Features present in both the reference and the window's sample, and tested.",
+    "feature_reference_only_features": "Features of the reference that no sampled prediction of the window carries.",
+    "feature_current_only_features": "Features of the window's sample that the reference does not have.",
+    "features_omitted": "Features beyond features.max_per_model: counted here, not exported per feature.",
+    # data_quality family
+    "feature_missing_ratio": "Share of the window's sampled predictions in which the feature is missing or null.",
+    "feature_reference_missing_ratio": "Share of the reference rows in which the feature is missing or null.",
+    "feature_type_change_ratio": "Share of the feature's present values whose JSON type differs from the reference's.",
+    "feature_unseen_category_ratio": "Share of the categorical feature's present values that the reference never saw.",
+    "feature_out_of_range_ratio": "Share of the numeric feature's present values outside the reference's minimum and maximum.",
+    "features_present_ratio": "Share of the window's predictions that carry features at all.",
 }
 
 # Interval bounds share their metric's meaning: derive their help instead of repeating it.

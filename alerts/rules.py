@@ -47,11 +47,17 @@ DEAD_LETTER_WINDOW = "10m"
 CONSUMER_LAG_FOR = 600.0
 MONITOR_BEHIND_FOR = 180.0  # a few minutes: one slow pass is not worth a ticket
 INGEST_STALLED_FOR = 60.0
+# Labels that tell processes apart (Prometheus' target labels, Kubernetes' pod). Every
+# `modelmon monitor` process exports the same results from the shared store, so result
+# gauges are read `across_processes`: one series per result, however many processes.
+PROCESS_LABELS = ("instance", "job", "pod")
 
 # The alert names, in the order the documentation lists them.
 ALERTS = (
     "ModelmonClassShift",
     "ModelmonLabelShift",
+    "ModelmonFeatureDrift",
+    "ModelmonDataQuality",
     "ModelmonAccuracyDrop",
     "ModelmonEstimatedAccuracyDrop",
     "ModelmonFairnessGap",
@@ -64,6 +70,7 @@ ALERTS = (
     "ModelmonDeadLetterRate",
     "ModelmonConsumerLagHigh",
     "ModelmonIngestStalled",
+    "ModelmonIngestHalted",
     "ModelmonStoreUnreachable",
 )
 
@@ -147,12 +154,29 @@ class _Builder:
         return rule
 
 
+def across_processes(selector: str) -> str:
+    """A monitor-result gauge once per result, not once per process exporting it.
+
+    Several `modelmon monitor` processes read the same results table, so each
+    exports the same series under its own `instance`: compared raw, an alert
+    would fire once per process, and a `group_left` join would find duplicates
+    on its "one" side and fail. `max` picks one (they agree up to one refresh).
+    """
+    return f"max without ({', '.join(PROCESS_LABELS)}) ({selector})"
+
+
+def _result(metric: str, *matchers: str) -> str:
+    """The monitor-result gauge `metric{matchers}`, once per result (`across_processes`)."""
+    return across_processes(f"{metric}{_sel(*matchers)}")
+
+
 def _guarded(metric_expr: str, m: str, metric: str, minimum: int) -> str:
     """`metric_expr` only where the result rests on at least `minimum` samples."""
+    samples = across_processes(f'modelmon_monitor_samples{_sel(m, _eq("metric", metric))}')
     return (
         f"{metric_expr}\n"
         f"  and ignoring(monitor, metric, status)\n"
-        f'  modelmon_monitor_samples{_sel(m, _eq("metric", metric))} >= {minimum}'
+        f"  {samples} >= {minimum}"
     )
 
 
@@ -210,7 +234,7 @@ def _candidate_worse_alert(b: _Builder, mv: str, s: ResolvedModel) -> dict[str, 
 
     reason = _version_lookup("modelmon_version_verdict", 'label "reason"', ',verdict=\\"worse\\"')
     return b.alert(
-        "ModelmonCandidateWorse", f"modelmon_version_worse{_sel(mv)} == 1", hold, "page",
+        "ModelmonCandidateWorse", f"{_result('modelmon_version_worse', mv)} == 1", hold, "page",
         "Candidate {{ $labels.candidate }} of {{ $labels.model }} is worse than {{ $labels.baseline }} "
         "({{ $labels.window }} window)",
         f"{VERSION_SEL}Over the {{{{ $labels.window }}}} window, version {{{{ $labels.candidate }}}} of "
@@ -238,11 +262,12 @@ def _shift_alert(
     than others, so an immature window's label mix is biased.
     """
     psi, js, p = (f"modelmon_{prefix}_shift_{s}" for s in ("psi", "js_distance", "chi2_pvalue"))
+    psi_m, js_m, p_m = (_result(x, m) for x in (psi, js, p))
     effect = (
-        f"(\n  {psi}{_sel(m)} > {_num(th.psi)}\n  or on({SHIFT_KEY})\n"
-        f"  ({psi}{_sel(m)} and on({SHIFT_KEY}) {js}{_sel(m)} > {_num(th.js_distance)})\n)"
+        f"(\n  {psi_m} > {_num(th.psi)}\n  or on({SHIFT_KEY})\n"
+        f"  ({psi_m} and on({SHIFT_KEY}) {js_m} > {_num(th.js_distance)})\n)"
     )
-    significant = _guarded(f"{p}{_sel(m)} < {_num(th.chi2_pvalue)}", m, p.removeprefix("modelmon_"), minimum)
+    significant = _guarded(f"{p_m} < {_num(th.chi2_pvalue)}", m, p.removeprefix("modelmon_"), minimum)
     significant = "\n".join("  " + line for line in significant.splitlines())
     expr = (
         _guarded(effect, m, psi.removeprefix("modelmon_"), minimum)
@@ -252,7 +277,7 @@ def _shift_alert(
     if mature_coverage is not None:
         expr += (
             f"\nand on(model, model_version, window)\n"
-            f"  modelmon_label_coverage_ratio{_sel(m)} >= {_num(mature_coverage)}"
+            f"  {_result('modelmon_label_coverage_ratio', m)} >= {_num(mature_coverage)}"
         )
         mature = f", label coverage at least {_num(mature_coverage)}"
     who = "{{ $labels.model }} (version {{ $labels.model_version }})"
@@ -293,24 +318,24 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     longest = s.window_names[-1] if s.window_names else None
     conds, reference = [], []
     if th.accuracy_min is not None:
-        conds.append(f"modelmon_accuracy_ratio{_sel(mv)} < {_num(th.accuracy_min)}")
+        conds.append(f"{_result('modelmon_accuracy_ratio', mv)} < {_num(th.accuracy_min)}")
         reference.append(f"floor {_num(th.accuracy_min)}")
     if s.baseline_accuracy is not None:
         limit = s.baseline_accuracy - th.accuracy_drop
-        conds.append(f"modelmon_accuracy_ratio{_sel(mv)} < {_num(limit)}")
+        conds.append(f"{_result('modelmon_accuracy_ratio', mv)} < {_num(limit)}")
         reference.append(f"baseline {_num(s.baseline_accuracy)} - {_num(th.accuracy_drop)}")
     if not conds and len(s.window_names) > 1:
         conds.append(
-            f'modelmon_accuracy_ratio{_sel(mv, _eq("window", longest, "!="))}\n'
+            f'{_result("modelmon_accuracy_ratio", mv, _eq("window", longest, "!="))}\n'
             f"  < on(model, model_version) group_left()\n"
-            f'  (modelmon_accuracy_ratio{_sel(mv, _eq("window", longest))} - {_num(th.accuracy_drop)})'
+            f'  ({_result("modelmon_accuracy_ratio", mv, _eq("window", longest))} - {_num(th.accuracy_drop)})'
         )
         reference.append(f"the {longest} window's accuracy - {_num(th.accuracy_drop)}")
     if conds:
         either = conds[0] if len(conds) == 1 else "(\n" + "\n  or\n".join(conds) + "\n)"
         expr = (
             _guarded(either, mv, "accuracy_ratio", s.min_labels)
-            + f"\n  and on(model, model_version, window)\n  modelmon_label_coverage_ratio{_sel(mv)} >= {_num(s.mature_coverage)}"
+            + f"\n  and on(model, model_version, window)\n  {_result('modelmon_label_coverage_ratio', mv)} >= {_num(s.mature_coverage)}"
         )
         rules.append(b.alert(
             "ModelmonAccuracyDrop", expr, 300, "page",
@@ -323,13 +348,13 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     # Estimated accuracy (from the model's scores): against the baseline, else the longest window.
     drop = th.estimated_accuracy_drop
     if s.baseline_accuracy is not None:
-        cond = f"modelmon_estimated_accuracy_ratio{_sel(mv)} < {_num(s.baseline_accuracy - drop)}"
+        cond = f"{_result('modelmon_estimated_accuracy_ratio', mv)} < {_num(s.baseline_accuracy - drop)}"
         ref = f"baseline {_num(s.baseline_accuracy)} - {_num(drop)}"
     elif len(s.window_names) > 1:
         cond = (
-            f'modelmon_estimated_accuracy_ratio{_sel(mv, _eq("window", longest, "!="))}\n'
+            f'{_result("modelmon_estimated_accuracy_ratio", mv, _eq("window", longest, "!="))}\n'
             f"  < on(model, model_version) group_left()\n"
-            f'  (modelmon_estimated_accuracy_ratio{_sel(mv, _eq("window", longest))} - {_num(drop)})'
+            f'  ({_result("modelmon_estimated_accuracy_ratio", mv, _eq("window", longest))} - {_num(drop)})'
         )
         ref = f"the {longest} window's estimate - {_num(drop)}"
     else:
@@ -351,9 +376,9 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
     # clear the threshold, and a real gap fires once the data show it.
     if s.slices:
         parts = [
-            _statistic(f"modelmon_fairness_disparate_impact_ratio_upper{_sel(mv)} < {_num(th.disparate_impact_min)}", "disparate_impact"),
-            _statistic(f"modelmon_fairness_demographic_parity_difference_lower{_sel(mv)} > {_num(th.demographic_parity_max)}", "demographic_parity"),
-            _statistic(f"modelmon_fairness_equal_opportunity_difference_lower{_sel(mv)} > {_num(th.equal_opportunity_max)}", "equal_opportunity"),
+            _statistic(f"{_result('modelmon_fairness_disparate_impact_ratio_upper', mv)} < {_num(th.disparate_impact_min)}", "disparate_impact"),
+            _statistic(f"{_result('modelmon_fairness_demographic_parity_difference_lower', mv)} > {_num(th.demographic_parity_max)}", "demographic_parity"),
+            _statistic(f"{_result('modelmon_fairness_equal_opportunity_difference_lower', mv)} > {_num(th.equal_opportunity_max)}", "equal_opportunity"),
         ]
         # Alert-template variable $m: the statistic's point-estimate series.
         gap_metric = (
@@ -384,7 +409,7 @@ def _model_rules(t: Target, b: _Builder) -> list[dict[str, Any]]:
 
     # Freshness: no prediction for too long, or no timestamp at all (service down,
     # model never seen). absent() can only name a model that is configured.
-    expr = f"time() - modelmon_last_prediction_timestamp_seconds{_sel(m)} > {_num(th.freshness)}"
+    expr = f"time() - {_result('modelmon_last_prediction_timestamp_seconds', m)} > {_num(th.freshness)}"
     if t.model is not None:
         expr += f"\nor\nabsent(modelmon_last_prediction_timestamp_seconds{_sel(m)})"
     rules.append(b.alert(
@@ -417,7 +442,8 @@ def _stale_alert(b: _Builder, selector: str, interval: float) -> dict[str, Any]:
     )
     return b.alert(
         "ModelmonMonitorStale",
-        f"time() - modelmon_monitor_last_success_timestamp_seconds{selector} > {_num(stale_after)}",
+        f"time() - {across_processes(f'modelmon_monitor_last_success_timestamp_seconds{selector}')} "
+        f"> {_num(stale_after)}",
         300, "ticket",
         "Monitor {{ $labels.monitor }} of {{ $labels.model }} is stale",
         f"Monitor {{{{ $labels.monitor }}}} for model {{{{ $labels.model }}}} {never} (runs every "
@@ -520,7 +546,10 @@ def _service_rules(cfg: Config, b: _Builder) -> list[dict[str, Any]]:
         ),
         b.alert(
             "ModelmonConsumerLagHigh",
-            f"sum by (topic) (modelmon_consumer_lag_messages) > {lag}", CONSUMER_LAG_FOR, "ticket",
+            # Per partition once: a consumer that lost a partition in a rebalance may
+            # still export its last value beside the new owner's.
+            "sum by (topic) (max by (topic, partition) (modelmon_consumer_lag_messages))"
+            f" > {lag}", CONSUMER_LAG_FOR, "ticket",
             "modelmon ingest is {{ $value | humanize }} messages behind on {{ $labels.topic }}",
             "The modelmon ingest consumer is {{ $value | humanize }} messages behind the end of topic "
             f"{{{{ $labels.topic }}}} (summed over its partitions; threshold {lag}, for "
@@ -548,6 +577,19 @@ def _service_rules(cfg: Config, b: _Builder) -> list[dict[str, Any]]:
             "lag grows until it is fixed.",
         ),
         b.alert(
+            # Per partition once: after a rebalance the old owner's series may linger.
+            "ModelmonIngestHalted",
+            "max by (topic, partition) (modelmon_ingest_partition_halted) > 0", 0, "page",
+            "modelmon ingest halted {{ $labels.topic }}[{{ $labels.partition }}]: too many bad messages",
+            f"More than {100 * cfg.ingest.dead_letter_limit_share:g}% of the last "
+            f"{cfg.ingest.dead_letter_limit_messages} messages of partition "
+            "{{ $labels.partition }} of {{ $labels.topic }} broke the event contract (the "
+            "dead-letter limit), so ingest stopped reading that partition instead "
+            "of dead-lettering on: a producer deploy is most likely broken. Nothing after the "
+            "bad run is committed; that partition's events stop reaching the store until the "
+            "producer is fixed and ingest restarted.",
+        ),
+        b.alert(
             "ModelmonStoreUnreachable", "modelmon_store_up == 0", 300, "page",
             "modelmon cannot read its store",
             "The modelmon instance {{ $labels.instance }} cannot query its database: monitor values "
@@ -573,6 +615,9 @@ def _dump(groups: list[dict[str, Any]]) -> str:
 
 def generate(cfg: Config, options: RuleOptions | None = None) -> dict[str, str]:
     """File name -> rule file text."""
+    # Here, not at the top: rules_features builds on this module's helpers.
+    from modelmon.alerts.rules_features import feature_groups
+
     options = options or RuleOptions()
     if options.runbook_base is None:
         options = replace(options, runbook_base=cfg.alerts.runbook_base_url)
@@ -585,6 +630,7 @@ def generate(cfg: Config, options: RuleOptions | None = None) -> dict[str, str]:
         if recording:
             groups.append({"name": f"modelmon-{label}-slo-recording", "rules": recording})
         groups.append({"name": f"modelmon-{label}-alerts", "rules": _model_rules(t, b)})
+        groups += feature_groups(cfg, t, b)
         files[t.file] = _dump(groups)
     return dict(sorted(files.items()))
 

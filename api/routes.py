@@ -23,6 +23,8 @@ from sqlalchemy import Engine
 from modelmon.api import feedback as fb
 from modelmon.api import queries
 from modelmon.api.auth import DISABLED_MESSAGE, TokenAuth
+from modelmon.api.report_http import ReportPages
+from modelmon.api.report_http import handler as report_handler
 from modelmon.api.sinks import FeedbackSink, KafkaSink, StoreSink
 from modelmon.config import Config
 from modelmon.contract import MAX_REQUEST_ID, MODEL_RE
@@ -159,6 +161,7 @@ def register(router: Router, cfg: Config, engine: Engine, producer: object | Non
     router.add("GET", "/v1/models", api.get_models)
     router.add("GET", "/v1/models/{model}/summary", api.get_summary)
     router.add("GET", "/v1/models/{model}/predictions/{request_id}", api.get_prediction)
+    router.add("GET", "/v1/report", report_handler(cfg, ReportPages(cfg, engine), api.auth))
     log.info(
         "HTTP API on /v1 (feedback to %s)",
         "the store" if producer is None else f"Kafka topic {cfg.kafka.feedback_topic}",

@@ -44,7 +44,7 @@ def _generate(args: argparse.Namespace, cfg: Config) -> int:
     if args.check:
         out = Path(args.out or JSON_DIR)
         stale = []
-        for name, dash in build_all().items():
+        for name, dash in build_all(cfg.alerts.api_base_url).items():
             path = out / f"{name}.json"
             if not path.is_file() or path.read_text(encoding="utf-8") != render(dash):
                 stale.append(name)
@@ -55,12 +55,12 @@ def _generate(args: argparse.Namespace, cfg: Config) -> int:
         print(f"dashboards in {out} are up to date")
         return 0
     out = Path(args.out or DEFAULT_OUT)
-    foreign = _foreign(out, build_all())
+    foreign = _foreign(out, build_all(cfg.alerts.api_base_url))
     if foreign:
         print(f"modelmon: {', '.join(foreign)} in {out} not written by modelmon (not a modelmon "
               "dashboard); not overwriting: move it or choose another --out", file=sys.stderr)
         return 2
-    for path in generate(out):
+    for path in generate(out, cfg.alerts.api_base_url):
         print(f"wrote {path}")
     return 0
 
@@ -105,7 +105,7 @@ def _push(args: argparse.Namespace, cfg: Config) -> int:
     if not token:
         print("modelmon: no Grafana token: pass --token or set MODELMON_GRAFANA_TOKEN", file=sys.stderr)
         return 2
-    dashboards: dict[str, dict[str, Any]] = load_dir(args.dir) if args.dir else build_all()
+    dashboards: dict[str, dict[str, Any]] = load_dir(args.dir) if args.dir else build_all(cfg.alerts.api_base_url)
     if not dashboards:
         print(f"modelmon: no dashboard JSON files in {args.dir}", file=sys.stderr)
         return 2

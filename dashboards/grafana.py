@@ -21,7 +21,12 @@ TAGS = ["modelmon"]
 
 
 def target(expr: str, legend: str = "__auto", ref: str = "A", **extra: Any) -> dict[str, Any]:
-    return {"datasource": DS, "expr": expr, "legendFormat": legend, "range": True, "refId": ref, **extra}
+    """A PromQL target; monitor results in `expr` are read once however many processes
+    export them (dashboards/queries.py `once_per_result`)."""
+    from modelmon.dashboards.queries import once_per_result
+
+    return {"datasource": DS, "expr": once_per_result(expr), "legendFormat": legend, "range": True,
+            "refId": ref, **extra}
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmon.config import Thresholds
+from modelmon.config import AlertsConfig, Thresholds
+from modelmon.dashboards.features import features_row, report_link
 from modelmon.dashboards.grafana import (
     Panel,
     Row,
@@ -106,7 +107,8 @@ def versions_row() -> Row:
     ])
 
 
-def build() -> dict[str, Any]:
+def build(api_base_url: str = AlertsConfig().api_base_url) -> dict[str, Any]:
+    """The dashboard; `api_base_url` is where its feature-report link points (alerts.api_base_url)."""
     traffic = Row("Traffic and freshness", [
         Panel("Predictions / s by version and status",
               [target(_picked_rate("modelmon_predictions_total"),
@@ -213,5 +215,7 @@ def build() -> dict[str, Any]:
         query_variable("window", 'label_values(modelmon_class_share_ratio{model="$model"}, window)', "Window"),
     ]
     return dashboard(UID, "modelmon / Model detail",
-                     "One model: versions, class shift, accuracy, latency and SLOs, ingest health.",
-                     [traffic, versions_row(), shift, accuracy, latency, ingest], variables, links=dashboard_links())
+                     "One model: versions, class shift, input features, accuracy, latency and SLOs, "
+                     "ingest health.",
+                     [traffic, versions_row(), shift, features_row(), accuracy, latency, ingest], variables,
+                     links=[*dashboard_links(), report_link(api_base_url)])

@@ -73,3 +73,32 @@ def variable_queries(dashboard: Mapping[str, Any]) -> dict[str, tuple[str, str]]
             raise ValueError(f"variable {var['name']}: only label_values(selector, label) is supported")
         out[var["name"]] = (m.group(1), m.group(2))
     return out
+
+
+# Series each process counts for itself (summed by the panels that read them); every
+# other modelmon_ series is a monitor result, exported alike by every monitor process.
+_PER_PROCESS = re.compile(
+    r"^modelmon_(predictions_total|feedback_total|prediction_latency_seconds_\w+|ingest_\w+|"
+    r"consumer_lag_messages|monitor_schedule_delay_seconds|monitor_runs_late\w*)$"
+)
+_RESULT_SELECTOR = re.compile(r"\b(modelmon_[a-z0-9_]+)(\{[^{}]*\})(?!\s*\[)")
+PROCESS_LABELS = ("instance", "job", "pod")
+
+
+def once_per_result(expr: str) -> str:
+    """Read every monitor-result selector in `expr` once, however many processes export it.
+
+    Several `modelmon monitor` processes export the same results (they read one
+    store); a panel plotting the raw selector would draw each line once per
+    process, a table would list each row twice. Like the alert rules
+    (alerts/rules.py `across_processes`), `max without (instance, job, pod)`
+    keeps one. Range selectors (`x{...}[5m]`) and per-process series are left alone.
+    """
+
+    def wrap(m: re.Match[str]) -> str:
+        name, matchers = m.group(1), m.group(2)
+        if _PER_PROCESS.match(name):
+            return m.group(0)
+        return f"max without ({', '.join(PROCESS_LABELS)}) ({name}{matchers})"
+
+    return _RESULT_SELECTOR.sub(wrap, expr)

@@ -22,15 +22,15 @@ from modelmon.contract import (
     Feedback,
     Prediction,
     check_not_future,
-    decode,
-    parse_feedback,
-    parse_prediction,
+    decode_feedback,
+    decode_prediction,
 )
 from modelmon.store.writes import DeadLetter, Position, header_source
 
 
 class Record(Protocol):
-    """The part of kafka-python's ConsumerRecord that ingest reads."""
+    """The part of a consumed message ingest reads (kafka-python's ConsumerRecord, or
+    consumer_confluent.Record), plus `headers` for the source header."""
 
     topic: str
     partition: int
@@ -146,13 +146,14 @@ def parse_records(
     for r in records:
         position = Position(r.topic, r.partition, r.offset, header_source(r))
         try:
-            obj = decode(r.value, max_message_bytes)
+            # One compiled pass from bytes to the event (modelmon.events); its refusals carry
+            # the same reasons and wording as decode() + parse_*().
             if r.topic == predictions_topic:
-                pred = parse_prediction(obj)
+                pred = decode_prediction(r.value, max_message_bytes)
                 check_not_future(pred.ts, now, max_future_skew)
                 preds.append((pred, position))
             elif r.topic == feedback_topic:
-                fb = parse_feedback(obj)
+                fb = decode_feedback(r.value, max_message_bytes)
                 check_not_future(fb.ts, now, max_future_skew)
                 fbs.append((fb, position))
             else:  # not subscribed; only if the configuration changed under us

@@ -120,6 +120,13 @@ class IngestMetrics:
             "modelmon_ingest_db_errors_total", "Failed attempts to write a batch to the store.",
             registry=registry,
         )
+        self.halted = Gauge(
+            "modelmon_ingest_partition_halted",
+            "1 while the dead-letter limit holds this partition paused (too many bad "
+            "messages in a row: a broken producer); nothing after it is committed.",
+            ["topic", "partition"],
+            registry=registry,
+        )
 
     def _labels(self, model: str, version: str) -> tuple[str, str]:
         """Cap distinct (model, version) series; the overflow folds into __other__."""
@@ -202,6 +209,11 @@ class IngestMetrics:
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self.lag.labels(topic, str(partition)).set(lag)
 
+    def set_halted(self, topic: str, partition: int, halted: bool) -> None:
+        self.halted.labels(topic, str(partition)).set(1 if halted else 0)
+
     def forget_partition(self, topic: str, partition: int) -> None:
         with contextlib.suppress(KeyError):
             self.lag.remove(topic, str(partition))
+        with contextlib.suppress(KeyError):
+            self.halted.remove(topic, str(partition))

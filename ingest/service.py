@@ -17,8 +17,19 @@ Guarantees, and how they are kept:
     `modelmon_ingest_batch_pending_seconds`) is the age of the oldest batch not
     committed yet, and the lag counts the messages held back in memory.
 
-Polling and writing overlap: while the writer thread stores batch N, this loop
-fills batch N+1.
+  * a broken producer does not turn a partition into dead letters: past
+    `ingest.dead_letter_limit_share` bad messages among a partition's last
+    `ingest.dead_letter_limit_messages`, that partition halts (paused, nothing
+    committed past the message that tripped the limit) until a restart
+    (modelmon.ingest.deadletter_limit).
+
+Both cores work: this loop fetches, decodes and validates (parse_records) batch
+N+1 while the writer thread stores batch N; at most MAX_IN_FLIGHT parsed
+batches wait for the writer, and beyond that partitions are paused (memory stays
+bounded, never a growing queue). Batches are written and committed in order.
+
+The Kafka library sits behind `consumer_base.Consumer` (`kafka.client`:
+kafka-python or confluent-kafka), so these guarantees are written once.
 """
 
 from __future__ import annotations
@@ -27,16 +38,18 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
-from typing import Any
 
 import sqlalchemy as sa
-from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
 from modelmon.config import Config
-from modelmon.ingest.batch import Batch
+from modelmon.ingest.batch import Batch, parse_records
+from modelmon.ingest.consumer_base import Consumer, ConsumerError, make_consumer
+from modelmon.ingest.consumer_kafka_python import consumer_settings as consumer_settings
+from modelmon.ingest.deadletter_limit import DeadLetterLimit, cut
 from modelmon.ingest.kafka_logs import summarised_broker_logs
 from modelmon.ingest.metrics import IngestMetrics
 from modelmon.ingest.writer import BatchWriter, Job
@@ -49,42 +62,9 @@ KEEPALIVE_SECONDS = 2.0
 # How long a rebalance or a shutdown waits for the batch being written.
 REVOKE_GRACE_SECONDS = 10.0
 SHUTDOWN_GRACE_SECONDS = 20.0
-
-
-def consumer_settings(cfg: Config) -> dict[str, Any]:
-    """KafkaConsumer keyword arguments: ingest's needs, then security, then user extras."""
-    k, ing = cfg.kafka, cfg.ingest
-    settings: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers.split(","),
-        "group_id": k.group_id,
-        "client_id": k.client_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",  # a new group starts at the beginning: nothing skipped
-        "max_poll_records": ing.batch_max_events,
-        # One fetch response is buffered per broker beside the two batches: bound it
-        # like a batch (a larger first message still comes, alone).
-        "fetch_max_bytes": ing.batch_max_bytes,
-        "max_partition_fetch_bytes": min(
-            ing.batch_max_bytes, max(8 * 1024 * 1024, ing.max_message_bytes + 65536)
-        ),
-        "receive_message_max_bytes": max(64 * 1024 * 1024, ing.max_message_bytes * 2),
-        "bootstrap_timeout_ms": 10_000,  # then retry, so a stop request is noticed
-    }
-    settings.update(k.security)
-    settings.update(k.consumer)
-    settings["enable_auto_commit"] = False  # committing after the store is the point
-    return settings
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, service: IngestService) -> None:
-        self.service = service
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.service._on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.service._on_assigned(list(assigned))
+# Parsed batches handed to the writer and not committed yet: one being written, one
+# waiting, so the writer never waits for this loop to parse.
+MAX_IN_FLIGHT = 2
 
 
 class IngestService:
@@ -105,21 +85,26 @@ class IngestService:
             on_db_error=metrics.db_errors.inc if metrics else None,
             specs=Specs(cfg), max_future_skew=ing.max_future_skew,
         )
-        self.consumer: KafkaConsumer | None = None
+        self.limit = DeadLetterLimit(ing.dead_letter_limit_share, ing.dead_letter_limit_messages)
+        self.consumer: Consumer | None = None
         self.open = Batch()
         # Records a poll returned that did not fit in the open batch; while there are
         # any, the open batch is full and nothing more is fetched.
         self.spill = Batch()
-        self.inflight: Job | None = None
+        # Batches handed to the writer, oldest first (at most MAX_IN_FLIGHT).
+        self.jobs: deque[Job] = deque()
         self.generation = 0
         self.paused = False
         self.last_poll = 0.0
+        # Partitions stopped by the dead-letter limit -> the offset not committed past.
+        self.halted: dict[TopicPartition, int] = {}
         # Totals since start, for the status line and for tests.
         self.stored = 0
         self.dead_lettered = 0
         self.duplicates = 0
         self.conflicts = 0
         self.batches = 0
+        self.parse_seconds = 0.0
         self.committed: dict[TopicPartition, int] = {}
         self._status_at = time.monotonic()
         self._status_stored = 0
@@ -128,6 +113,12 @@ class IngestService:
         self.ready = threading.Event()  # set once the consumer has joined the group
         if metrics is not None:
             metrics.watch_pending(self.stalled_for)
+
+    @property
+    def inflight(self) -> Job | None:
+        """The oldest batch handed to the writer and not committed yet."""
+        jobs = tuple(self.jobs)
+        return jobs[0] if jobs else None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -145,7 +136,7 @@ class IngestService:
         try:
             consumer.subscribe(
                 [self.cfg.kafka.predictions_topic, self.cfg.kafka.feedback_topic],
-                listener=_Listener(self),
+                on_assigned=self._on_assigned, on_revoked=self._on_revoked,
             )
             while not stop_event.is_set():
                 self._step()
@@ -154,16 +145,16 @@ class IngestService:
         finally:
             self.writer.stop()
             try:
-                consumer.close(autocommit=False)
+                consumer.close()
             except Exception:  # closing must not mask the real error
                 log.debug("error closing the Kafka consumer", exc_info=True)
             self._log_status(final=True)
 
-    def _connect(self, stop_event: threading.Event) -> KafkaConsumer | None:
+    def _connect(self, stop_event: threading.Event) -> Consumer | None:
         delay = self.cfg.ingest.db_retry_initial
         while not stop_event.is_set():
             try:
-                return KafkaConsumer(**consumer_settings(self.cfg))
+                return make_consumer(self.cfg)
             except KafkaError:
                 log.warning("no Kafka broker reachable at %s; retrying in %.1f s",
                             self.cfg.kafka.bootstrap_servers, delay)
@@ -172,54 +163,56 @@ class IngestService:
         return None
 
     def _shutdown(self) -> None:
-        """Flush: wait for the batch being written, write the open one, commit both."""
+        """Flush: wait for the batches being written, write the open one, commit them all."""
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        if self.inflight is not None:
+        while self.jobs and time.monotonic() < deadline:
             self._wait_and_reap(deadline)
-        while self.inflight is None and self.open.records and time.monotonic() < deadline:
+        while not self.jobs and self.open.records and time.monotonic() < deadline:
             self._submit()  # the spill follows into the next open batch
             self._wait_and_reap(deadline)
-        if self.inflight is not None:
-            self.inflight.cancelled.set()
+        if self.jobs:
+            held = sum(len(j.batch) for j in self.jobs) + len(self.open) + len(self.spill)
+            for job in self.jobs:
+                job.cancelled.set()
             log.warning(
-                "could not store the last batch within %.0f s; its %d messages were not "
-                "committed and will be read again on restart", SHUTDOWN_GRACE_SECONDS,
-                len(self.inflight.batch) + len(self.open) + len(self.spill),
+                "could not store the last batches within %.0f s; their %d messages were not "
+                "committed and will be read again on restart", SHUTDOWN_GRACE_SECONDS, held,
             )
 
     def _wait_and_reap(self, deadline: float) -> None:
-        assert self.inflight is not None
-        self.inflight.done.wait(max(0.0, deadline - time.monotonic()))
+        if not self.jobs:
+            return
+        self.jobs[0].done.wait(max(0.0, deadline - time.monotonic()))
         self._reap()
 
     # -- the loop ----------------------------------------------------------
 
     def _step(self) -> None:
         self._reap()
-        if self.inflight is None and self._full_or_due():
+        while len(self.jobs) < MAX_IN_FLIGHT and self._full_or_due():
             self._submit()
         self._maybe_lag()
         consumer = self.consumer
         assert consumer is not None
         room = self.max_events - len(self.open)
         if room <= 0 or self.spill.records or self.open.nbytes >= self.max_bytes:
-            # Open batch full and the previous one still being written (or retried):
+            # Open batch full and the writer's queue too (one written, one waiting):
             # stop fetching (fetches are sent only by poll), but keep polling now and
             # then, partitions paused, so the group keeps us. Pausing only then: a
             # fetch that lands for a paused partition is thrown away and read again.
-            assert self.inflight is not None
+            assert self.jobs
             if time.monotonic() - self.last_poll >= KEEPALIVE_SECONDS:
                 self._pause()
                 self._poll(0)
             else:
-                self.inflight.done.wait(0.05)
+                self.jobs[0].done.wait(0.05)
             return
         if self.paused:
             self._resume()
         timeout = 0.5
         if self.open.records:
             timeout = max(0.0, min(timeout, self.max_age - self.open.age()))
-        if self.inflight is not None:
+        if self.jobs:
             timeout = min(timeout, 0.05)
         self._poll(timeout, room)
 
@@ -235,6 +228,8 @@ class IngestService:
         if records and not self.ready.is_set():
             self.ready.set()
         for tp, recs in records.items():
+            if tp in self.halted:
+                continue  # fetched before the pause: stays in Kafka, uncommitted
             # Once a record did not fit, everything after it waits in the spill.
             taken = 0 if self.spill.records else self.open.take(
                 tp, recs, self.max_events, self.max_bytes
@@ -244,11 +239,42 @@ class IngestService:
             self.ready.set()
 
     def _submit(self) -> None:
-        job = Job(batch=self.open, generation=self.generation)
+        """Close the open batch, decode and validate it here, hand it to the writer."""
+        batch = self.open
         self.open = Batch()
-        self.inflight = self.writer.submit(job)
+        started = time.perf_counter()
+        ing, k = self.cfg.ingest, self.cfg.kafka
+        parsed = parse_records(batch.records, k.predictions_topic, k.feedback_topic,
+                               ing.max_message_bytes, ing.dead_letter_payload_bytes,
+                               ing.max_future_skew)
+        trips = self.limit.check(batch.records, parsed.dead_letters)
+        if trips:
+            batch, parsed = cut(batch, parsed, trips)
+        self.parse_seconds += time.perf_counter() - started
+        if batch.records:
+            job = Job(batch=batch, generation=self.generation, parsed=parsed)
+            self.jobs.append(self.writer.submit(job))
+        for tp, last in trips.items():
+            self._halt(tp, last)
         if self.spill.records:
             self._unspill()
+
+    def _halt(self, tp: TopicPartition, last: int) -> None:
+        """Stop reading a partition at `last` (the message that tripped the limit)."""
+        self.halted[tp] = last + 1
+        self.open = self.open.without([tp])
+        self.spill = self.spill.without([tp])
+        if self.consumer is not None:
+            self.consumer.pause(tp)
+        if self.metrics is not None:
+            self.metrics.set_halted(tp.topic, tp.partition, True)
+        log.error(
+            "dead-letter limit: more than %.0f%% of the last %d messages of %s[%d] are bad "
+            "(up to offset %d); that partition is HALTED, nothing after offset %d is "
+            "committed. Fix the producer, then restart ingest (see the runbook "
+            "ModelmonIngestHalted)",
+            100 * self.limit.share, self.limit.window, tp.topic, tp.partition, last, last,
+        )
 
     def _unspill(self) -> None:
         """Move what fits of the spill into the (new, empty) open batch, in order."""
@@ -267,19 +293,18 @@ class IngestService:
             self.spill.opened_at = spill.opened_at
 
     def _reap(self) -> None:
-        job = self.inflight
-        if job is None or not job.done.is_set():
-            return
-        self.inflight = None
-        if job.outcome is None:
-            if job.cancelled.is_set():
-                return  # offsets stay uncommitted: the records are read again
-            # Committing later batches would skip this one: stop instead; a restart
-            # re-reads from the last commit.
-            raise RuntimeError(f"the ingest writer failed on a batch: {job.error}")
-        if job.generation == self.generation:
-            self._commit(job.batch.next_offsets)
-        self._account(job)
+        """Commit the batches the writer finished, in order, up to the first unfinished."""
+        while self.jobs and self.jobs[0].done.is_set():
+            job = self.jobs.popleft()
+            if job.outcome is None:
+                if job.cancelled.is_set():
+                    continue  # offsets stay uncommitted: the records are read again
+                # Committing later batches would skip this one: stop instead; a restart
+                # re-reads from the last commit.
+                raise RuntimeError(f"the ingest writer failed on a batch: {job.error}")
+            if job.generation == self.generation:
+                self._commit(job.batch.next_offsets)
+            self._account(job)
 
     def _maybe_lag(self) -> None:
         """Refresh the lag gauge about once a second, progress or not."""
@@ -292,23 +317,24 @@ class IngestService:
         assert self.consumer is not None
         if not offsets:
             return
-        payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-        try:
-            if wait:
-                self.consumer.commit(payload)
+        if wait:
+            try:
+                self.consumer.commit(offsets)
                 self.committed.update(offsets)
-            else:
-                self.consumer.commit_async(payload, callback=self._on_async_commit)
-        except KafkaError as exc:
-            # A rebalance took the partitions: the new owner re-reads from the
-            # last commit and the idempotent writes make that harmless.
-            log.warning("offset commit failed (%s); those messages will be re-read", exc)
-
-    def _on_async_commit(self, offsets: dict[TopicPartition, Any], result: Any) -> None:
-        if isinstance(result, BaseException):
-            log.warning("offset commit failed (%s); those messages will be re-read", result)
+            except ConsumerError as exc:
+                # A rebalance took the partitions: the new owner re-reads from the
+                # last commit and the idempotent writes make that harmless.
+                log.warning("offset commit failed (%s); those messages will be re-read", exc)
         else:
-            self.committed.update({tp: om.offset for tp, om in offsets.items()})
+            self.consumer.commit_async(offsets, self._on_async_commit)
+
+    def _on_async_commit(
+        self, offsets: dict[TopicPartition, int], error: BaseException | None
+    ) -> None:
+        if error is not None:
+            log.warning("offset commit failed (%s); those messages will be re-read", error)
+        else:
+            self.committed.update(offsets)
 
     def _account(self, job: Job) -> None:
         out = job.outcome
@@ -337,39 +363,43 @@ class IngestService:
 
     def _resume(self) -> None:
         assert self.consumer is not None
-        self.consumer.resume(*self.consumer.paused())
+        self.consumer.resume(*(tp for tp in self.consumer.paused() if tp not in self.halted))
         self.paused = False
 
     # -- rebalances --------------------------------------------------------
 
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Finish (or give up) the batch being written, drop what the new owner will read."""
+        """Finish (or give up) the batches being written, drop what the new owner will read."""
+        assert self.consumer is not None
         self.generation += 1
-        job = self.inflight
-        if job is not None:
-            job.done.wait(REVOKE_GRACE_SECONDS)
-            if job.done.is_set():
-                self.inflight = None
-                if job.outcome is not None:
-                    # Not a blocking commit: kafka-python >= 3 calls this listener on
-                    # its IO thread, where a blocking call raises (and would fail the
-                    # rebalance). Should this commit be lost, the new owner re-reads
-                    # the batch and the idempotent writes store nothing twice.
-                    self._commit(job.batch.next_offsets, wait=False)
-                    self._account(job)
-                    job = None
-            else:
-                job.cancelled.set()
-                self.inflight = None
-        if job is not None:
-            # The batch being written was given up: every partition we keep must
-            # be read again from that batch's first offsets.
-            self._rewind(job.batch, self.open, self.spill)
+        deadline = time.monotonic() + REVOKE_GRACE_SECONDS
+        given_up: list[Job] = []
+        while self.jobs:
+            job = self.jobs.popleft()
+            if given_up or not job.done.wait(max(0.0, deadline - time.monotonic())):
+                job.cancelled.set()  # and every later one: committing it would skip this
+                given_up.append(job)
+            elif job.outcome is not None:
+                # kafka-python >= 3 calls this on its IO thread, where a blocking call
+                # raises (and would fail the rebalance): commit asynchronously there.
+                # Should that commit be lost, the new owner re-reads the batch and the
+                # idempotent writes store nothing twice.
+                self._commit(job.batch.next_offsets, wait=self.consumer.callbacks_may_block)
+                self._account(job)
+            elif not job.cancelled.is_set():
+                given_up.append(job)  # the writer failed on it: read it again
+        if given_up:
+            # A batch being written was given up: every partition we keep must be
+            # read again from that batch's first offsets.
+            self._rewind(*(j.batch for j in given_up), self.open, self.spill)
             self.open, self.spill = Batch(), Batch()
         else:
             self.open = self.open.without(revoked)
             self.spill = self.spill.without(revoked)
         self.paused = False
+        self.limit.forget(revoked)
+        for tp in revoked:
+            self.halted.pop(tp, None)
         if self.metrics is not None:
             for tp in revoked:
                 self.metrics.forget_partition(tp.topic, tp.partition)
@@ -383,11 +413,14 @@ class IngestService:
                 first[tp] = min(off, first.get(tp, off))
         for tp, off in first.items():
             # Not assigned any more: the new owner reads from the commit.
-            with contextlib.suppress(KafkaError, AssertionError, ValueError):
+            with contextlib.suppress(ConsumerError):
                 self.consumer.seek(tp, off)
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _tps(assigned))
+        kept_halted = [tp for tp in assigned if tp in self.halted]
+        if kept_halted and self.consumer is not None:
+            self.consumer.pause(*kept_halted)
         if assigned:
             self.ready.set()
 
@@ -415,7 +448,7 @@ class IngestService:
             if start is None:
                 try:
                     start = consumer.position(tp, timeout_ms=100)
-                except KafkaError:
+                except ConsumerError:
                     continue
             if start is None:
                 continue
@@ -423,8 +456,7 @@ class IngestService:
         return out
 
     def _held_first_offsets(self) -> dict[TopicPartition, int]:
-        job = self.inflight
-        batches = [self.open, self.spill] + ([job.batch] if job is not None else [])
+        batches = [self.open, self.spill] + [job.batch for job in tuple(self.jobs)]
         first: dict[TopicPartition, int] = {}
         for b in batches:
             for tp, off in b.first_offsets.items():
@@ -438,8 +470,7 @@ class IngestService:
         the writer makes no progress (store down, or a batch it cannot store).
         Called from other threads (/healthz, the metrics scrape): reads only.
         """
-        job = self.inflight
-        batches = [self.open, self.spill] + ([job.batch] if job is not None else [])
+        batches = [self.open, self.spill] + [job.batch for job in tuple(self.jobs)]
         starts = [b.opened_at for b in batches if b.opened_at is not None and b.records]
         if not starts:
             return 0.0
@@ -477,6 +508,9 @@ class IngestService:
             sum(lag.values()) if lag else "n/a", self.dead_lettered, self.duplicates,
             self.conflicts, self.batches, 100 * busy, db,
         )
+        if self.halted:
+            log.error("ingest: partitions HALTED by the dead-letter limit: %s (restart ingest "
+                      "once the producer is fixed)", _tps(self.halted))
 
 
 def _tps(tps: Iterable[TopicPartition]) -> str:

@@ -43,6 +43,8 @@ class Job:
     error: str | None = None
     attempts: int = 0
     duration: float = 0.0
+    # Events the store refused one by one (now `store_rejected` dead letters).
+    rejected: list[Position] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -134,6 +136,14 @@ class BatchWriter:
         self._queue.put(None)
         self._thread.join(timeout)
 
+    def process(self, job: Job) -> None:
+        """Parse and store a job in the calling thread (what the writer thread does
+        with a submitted one; `modelmon deadletters replay` calls it directly)."""
+        try:
+            self._process(job)
+        finally:
+            job.done.set()
+
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
             try:
@@ -216,6 +226,7 @@ class BatchWriter:
             if failure is Failure.REJECT and part.items:
                 parts.popleft()
                 _, _, pos = part.items[0]
+                job.rejected.append(pos)
                 detail = f"the store rejected the event: {_short(error)}"
                 letters.append(dead_letter("store_rejected", detail,
                                            raw.get((pos.topic, pos.partition, pos.offset)),

@@ -18,11 +18,13 @@ from modelmon.config import Config, ConfigError, load_config
 
 STAGE_COMMANDS = (
     "modelmon.ingest.commands",
+    "modelmon.ingest.deadletters",
     "modelmon.monitors.commands",
     "modelmon.alerts.commands",
     "modelmon.dashboards.commands",
     "modelmon.demo.commands",
     "modelmon.api.commands",
+    "modelmon.api.report_command",
     "modelmon.runtime",
 )
 

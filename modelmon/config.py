@@ -91,6 +91,18 @@ class KafkaConfig(_Section):
     # (librdkafka; `pip install 'modelmon[confluent]'`). Same guarantees either way.
     client: Literal["kafka-python", "confluent"] = "kafka-python"
 
+    @model_validator(mode="after")
+    def _client_takes_the_settings(self) -> KafkaConfig:
+        # confluent maps kafka-python's names to librdkafka's: one that has no
+        # equivalent is refused here, at start-up, rather than silently dropped.
+        if self.client == "confluent":
+            from modelmon.ingest.consumer_confluent import unmapped_message, unmapped_settings
+
+            unknown = unmapped_settings({**self.security, **self.consumer})
+            if unknown:
+                raise ValueError(unmapped_message(unknown))
+        return self
+
     @property
     def enabled(self) -> bool:
         return bool(self.bootstrap_servers)
@@ -103,7 +115,9 @@ class IngestConfig(_Section):
     # one store round trip stay bounded whatever the size of the events.
     batch_max_bytes: int = Field(32 * 1_048_576, ge=1024)
     max_message_bytes: int = Field(1_048_576, ge=256)
-    dead_letter_payload_bytes: int = Field(16_384, ge=0)
+    # Dead-lettered payloads are kept whole up to this size, so that
+    # `modelmon deadletters replay` can feed them back after a fix.
+    dead_letter_payload_bytes: int = Field(1_048_576, ge=0)
     status_interval: Duration = 10.0
     db_retry_initial: Duration = 0.5
     db_retry_max: Duration = 30.0
@@ -324,8 +338,6 @@ class MonitorsConfig(_Section):
     history_interval: Duration = 600.0
     # Threads running monitor jobs (one job per thread at a time).
     max_workers: int = Field(4, ge=1, le=64)
-    # `modelmon monitor` serves /metrics, /healthz and /readyz here (0 = any free port).
-    http_port: int = Field(9466, ge=0, le=65535)
 
 
 class FeaturesConfig(_Section):

@@ -1,8 +1,28 @@
 """The event contract: what a prediction log and a feedback event must look like.
 
-Validation is hand-written (not jsonschema at run time) because ingest checks every
-message on the hot path; tests/core/test_contract.py keeps it in agreement with
-the JSON Schema files shipped in modelmon/schemas/.
+It is defined once, as the msgspec Structs `PredictionEvent` and `FeedbackEvent`
+(modelmon/events.py): their field types and `Meta` constraints state every
+type, length, range, pattern and enum. From that one definition
+  * msgspec decodes and validates a raw Kafka value in one compiled pass
+    (`decode_prediction`, `decode_feedback`), or converts a JSON value decoded
+    elsewhere (`parse_prediction`, `parse_feedback`);
+  * the JSON Schema files in modelmon/schemas/ and the FeedbackEvent component
+    of api/openapi.yaml are generated (`python scripts/contract_schemas.py`).
+What a schema cannot state is checked here, after decoding: RFC 3339 times with
+a time zone, epoch seconds told from milliseconds, label normalisation (class
+names distinct after it), scores summing to at most 1, integer labels of at
+most 256 digits, NUL and lone surrogates, numbers that fit a double.
+
+Refusals keep their stable `reason` codes and wording: when msgspec refuses an
+event, `refusals.explain` checks the fields one by one in a fixed order (schema
+version, unknown fields, then the Struct's field order) and words the first
+broken rule; a refused message is decoded again by the json module, whose
+messages are the documented ones. Refusals are the slow path, valid events the
+fast one.
+
+The digest (`digest`) is SHA-256 of the json module's canonical text of the
+event; the compiled path hashes msgspec's text instead when it is byte-identical
+(`_canonical`), which it is for ASCII events without exotic floats.
 
 Class labels are compared as text after `normalize_label`:
   * booleans and the strings "true"/"false" (any case) become "1" / "0";
@@ -16,53 +36,39 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-SCHEMA_VERSIONS = (1,)
-MODEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_REQUEST_ID = 256
-MAX_LABEL = 256
-MAX_VERSION = 128
-MAX_SLICE_KEYS = 32
-MAX_SLICE_VALUE = 128
+import msgspec
+from msgspec import UNSET
+
+from modelmon.events import (
+    FEEDBACK_FIELDS,
+    MAX_EPOCH_SECONDS,
+    MAX_LABEL,
+    MAX_LATENCY_MS,
+    MAX_REQUEST_ID,
+    MAX_SLICE_KEYS,
+    MAX_SLICE_VALUE,
+    MAX_VERSION,
+    MODEL_RE,
+    PREDICTION_FIELDS,
+    SCHEMA_VERSIONS,
+    FeedbackEvent,
+    PredictionEvent,
+)
+from modelmon.refusals import REASONS, ContractError, explain
+
+__all__ = [
+    "FEEDBACK_FIELDS", "MAX_EPOCH_SECONDS", "MAX_LABEL", "MAX_LATENCY_MS", "MAX_REQUEST_ID",
+    "MAX_SLICE_KEYS", "MAX_SLICE_VALUE", "MAX_VERSION", "MODEL_RE", "PREDICTION_FIELDS", "REASONS",
+    "SCHEMA_VERSIONS", "ContractError", "Feedback", "FeedbackEvent", "Prediction", "PredictionEvent",
+    "check_not_future", "decode", "decode_feedback", "decode_prediction", "digest", "normalize_label",
+    "parse_feedback", "parse_prediction", "parse_timestamp", "score_summary",
+]
+
 # RFC 3339 date-time (section 5.6), with the space separator the RFC allows.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
-# Epoch values above this are almost certainly milliseconds (year 5138).
-MAX_EPOCH_SECONDS = 1e11
-# latency_ms must be below this (exclusive): sums of many latencies stay finite.
-# The JSON Schema says the same (`exclusiveMaximum`); tests keep them in line.
-MAX_LATENCY_MS = 1e300
-
-
-class ContractError(ValueError):
-    """An event that breaks the contract; `reason` is a short stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-# Reasons used by the contract and by ingest (dead-letter reasons).
-REASONS = (
-    "oversized",
-    "not_utf8",
-    "invalid_json",
-    "not_an_object",
-    "missing_field",
-    "wrong_type",
-    "invalid_value",
-    "unknown_field",
-    "unknown_schema_version",
-    # Event time further ahead of the receiver's clock than `ingest.max_future_skew`.
-    "timestamp_in_future",
-    # Ingest only: the store refused an event that passed the contract; a
-    # topic that is not an ingest topic.
-    "store_rejected",
-    "unknown_topic",
-)
 
 
 def normalize_label(value: Any) -> str:
@@ -82,8 +88,9 @@ def normalize_label(value: Any) -> str:
     raise ContractError("wrong_type", f"a class label must be a string, integer or boolean, got {type(value).__name__}")
 
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(msgspec.Struct, frozen=True):
+    """A valid prediction log, as stored (a Struct: cheap to build, pickles across processes)."""
+
     request_id: str
     model: str
     model_version: str
@@ -101,8 +108,9 @@ class Prediction:
     digest: str
 
 
-@dataclass(frozen=True, slots=True)
-class Feedback:
+class Feedback(msgspec.Struct, frozen=True):
+    """A valid feedback event, as stored."""
+
     request_id: str
     model: str
     label: str
@@ -111,13 +119,56 @@ class Feedback:
     digest: str
 
 
+# -- digests -------------------------------------------------------------------
+
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_SORTED = msgspec.json.Encoder(order="sorted")
+# Digits -> "0" and "E" -> "e", to find a number in exponent form with one `in`.
+_DIGITS = bytes.maketrans(b"0123456789E", b"0000000000e")
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 def digest(obj: dict[str, Any]) -> str:
-    """Content fingerprint, so a redelivery can be told from a conflicting duplicate."""
+    """Content fingerprint, so a redelivery can be told from a conflicting duplicate.
+
+    SHA-256 of the event's JSON with sorted keys, compact separators and ASCII
+    escapes (the json module's output), first 32 hex digits. Stored rows compare
+    digests, so this text must never change for the same event.
+    """
     return hashlib.sha256(_CANONICAL.encode(obj).encode()).hexdigest()[:32]
 
+
+def _plain(value: Any) -> bool:
+    """JSON-native all the way down (what both encoders write the same way)."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return kind in _PLAIN_SCALARS
+
+
+def _fast_digest(event: msgspec.Struct | dict[str, Any]) -> str:
+    """`digest` of the same event, through msgspec when its text is byte-identical."""
+    data = _SORTED.encode(event)
+    if _canonical(data):
+        return hashlib.sha256(data).hexdigest()[:32]
+    return digest(event if isinstance(event, dict) else msgspec.to_builtins(event))
+
+
+def _canonical(data: bytes) -> bool:
+    """Whether msgspec's text is what the json module writes (the reference).
+
+    They differ on non-ASCII and DEL (json escapes them as \\uXXXX), on floats in
+    exponent form (1e16 vs 1e+16) and on floats below 1e-4 (0.00001 vs 1e-05).
+    Text that merely looks like those ("v1e5", "10.00005") takes the reference
+    path too, which is slower, never wrong.
+    """
+    return (data.isascii() and b"\x7f" not in data and b"0.0000" not in data
+            and b"0e" not in data.translate(_DIGITS))
+
+
+# -- post-decode rules -----------------------------------------------------------
 
 def parse_timestamp(value: Any, field: str = "timestamp") -> float:
     """RFC 3339 text or epoch seconds -> epoch seconds (UTC)."""
@@ -163,32 +214,8 @@ def check_not_future(ts: float, now: float, max_skew: float, field: str = "times
         )
 
 
-def _require(obj: dict[str, Any], field: str) -> Any:
-    if field not in obj or obj[field] is None:
-        raise ContractError("missing_field", f"{field}: required field is missing")
-    return obj[field]
-
-
-def _text(obj: dict[str, Any], field: str, max_len: int, default: str | None = None) -> str:
-    value = obj.get(field, default) if default is not None else _require(obj, field)
-    if value is None:
-        value = default
-    if not isinstance(value, str):
-        raise ContractError("wrong_type", f"{field}: expected a string, got {type(value).__name__}")
-    if not value or len(value) > max_len:
-        raise ContractError("invalid_value", f"{field}: expected 1 to {max_len} characters, got {len(value)}")
-    return value
-
-
-def _model(obj: dict[str, Any]) -> str:
-    model = _text(obj, "model", 64)
-    if not MODEL_RE.match(model):
-        raise ContractError("invalid_value", f"model: {model!r} must match [A-Za-z0-9_.-]{{1,64}}")
-    return model
-
-
-def _label(obj: dict[str, Any], field: str) -> str:
-    value = _require(obj, field)
+def label_of(value: Any, field: str) -> str:
+    """A class label field -> its normalised text (1 to MAX_LABEL characters)."""
     try:
         label = normalize_label(value)
     except ContractError as exc:
@@ -198,27 +225,8 @@ def _label(obj: dict[str, Any], field: str) -> str:
     return label
 
 
-def _schema_version(obj: dict[str, Any]) -> int:
-    version = obj.get("schema_version")
-    if version is None:  # absent or null: like every optional field, the default
-        version = 1
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ContractError("wrong_type", f"schema_version: expected an integer, got {type(version).__name__}")
-    if version not in SCHEMA_VERSIONS:
-        raise ContractError(
-            "unknown_schema_version",
-            f"schema_version: {version} is not supported (supported: {', '.join(map(str, SCHEMA_VERSIONS))})",
-        )
-    return version
-
-
-def _check_fields(obj: dict[str, Any], allowed: frozenset[str]) -> None:
-    extra = sorted(set(obj) - allowed)
-    if extra:
-        raise ContractError("unknown_field", f"unknown field(s): {', '.join(extra)}")
-
-
-def _scores(value: Any) -> dict[str, float] | None:
+def scores_of(value: Any) -> dict[str, float] | None:
+    """class -> probability with class names normalised; distinct, summing to at most 1."""
     if value is None:
         return None
     if not isinstance(value, dict) or not value:
@@ -240,31 +248,19 @@ def _scores(value: Any) -> dict[str, float] | None:
     return out
 
 
-def score_summary(scores: dict[str, float] | None, predicted: str) -> tuple[float | None, float | None, float | None]:
-    """(probability of the predicted class, top probability, entropy in nats).
-
-    A single score is read as the probability of that class in a binary model,
-    so the other class gets the complement.
-    """
-    if not scores:
-        return None, None, None
-    probs = dict(scores)
-    if len(probs) == 1:
-        (only, p), = probs.items()
-        probs = {only: p, "\x00other": 1.0 - p}
-    total = sum(probs.values())
-    score_pred = probs.get(predicted)
-    if score_pred is None and len(scores) == 1:
-        score_pred = probs["\x00other"]
-    top = max(probs.values())
-    entropy = None
-    if total > 0:
-        entropy = -sum((p / total) * math.log(p / total) for p in probs.values() if p > 0)
-        entropy = max(entropy, 0.0)
-    return score_pred, top, entropy
+def latency_of(value: Any) -> float | None:
+    """latency_ms -> seconds; below MAX_LATENCY_MS so sums of many stay finite."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractError("wrong_type", f"latency_ms: expected a number, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 <= value < MAX_LATENCY_MS:
+        raise ContractError("invalid_value", f"latency_ms: expected a number >= 0 and below 1e300, got {value!r}")
+    return float(value) / 1000.0
 
 
-def _slices(value: Any) -> dict[str, str] | None:
+def slices_of(value: Any) -> dict[str, str] | None:
+    """attribute -> value (an empty object means none)."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -279,76 +275,164 @@ def _slices(value: Any) -> dict[str, str] | None:
     return value or None
 
 
-PREDICTION_FIELDS = frozenset(
-    {"request_id", "model", "model_version", "timestamp", "prediction", "scores", "latency_ms",
-     "status", "slices", "features", "schema_version"}
-)
-FEEDBACK_FIELDS = frozenset({"request_id", "model", "label", "timestamp", "schema_version"})
+# Rules of one field beyond its Struct type, applied by `explain` before the type check;
+# each also words a refusal of its field's type (so these fields keep their wording).
+POST_CHECKS = {
+    "timestamp": parse_timestamp,
+    "prediction": lambda v: label_of(v, "prediction"),
+    "label": lambda v: label_of(v, "label"),
+    "scores": scores_of,
+    "latency_ms": latency_of,
+    "slices": slices_of,
+}
 
 
-def parse_prediction(obj: Any) -> Prediction:
-    if not isinstance(obj, dict):
-        raise ContractError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    version = _schema_version(obj)
-    _check_fields(obj, PREDICTION_FIELDS)
-    request_id = _text(obj, "request_id", MAX_REQUEST_ID)
-    model = _model(obj)
-    model_version = _text(obj, "model_version", MAX_VERSION, default="unknown")
-    ts = parse_timestamp(_require(obj, "timestamp"))
-    predicted = _label(obj, "prediction")
-    scores = _scores(obj.get("scores"))
-    latency = obj.get("latency_ms")
-    if latency is not None:
-        if isinstance(latency, bool) or not isinstance(latency, int | float):
-            raise ContractError("wrong_type", f"latency_ms: expected a number, got {type(latency).__name__}")
-        if not math.isfinite(latency) or not 0 <= latency < MAX_LATENCY_MS:
-            raise ContractError(
-                "invalid_value", f"latency_ms: expected a number >= 0 and below 1e300, got {latency!r}"
-            )
-    status = obj.get("status", "ok")
-    if status is None:
-        status = "ok"
-    if not isinstance(status, str):
-        raise ContractError("wrong_type", f"status: expected 'ok' or 'error', got {type(status).__name__}")
-    if status not in ("ok", "error"):
-        raise ContractError("invalid_value", f"status: expected 'ok' or 'error', got {status!r}")
-    features = obj.get("features")
-    if features is not None and not isinstance(features, dict):
-        raise ContractError("wrong_type", f"features: expected an object, got {type(features).__name__}")
+def score_summary(scores: dict[str, float] | None, predicted: str) -> tuple[float | None, float | None, float | None]:
+    """(probability of the predicted class, top probability, entropy in nats).
+
+    A single score is read as the probability of that class in a binary model,
+    so the other class gets the complement.
+    """
+    if not scores:
+        return None, None, None
+    if len(scores) == 1:
+        (only, p), = scores.items()
+        values: Any = (p, 1.0 - p)
+        score_pred = p if predicted == only else 1.0 - p
+    else:
+        values = scores.values()
+        score_pred = scores.get(predicted)
+    total = sum(values)
+    top = max(values)
+    entropy = None
+    if total > 0:
+        entropy = max(-sum([(p / total) * math.log(p / total) for p in values if p > 0]), 0.0)
+    return score_pred, top, entropy
+
+
+def _typed_scores(value: dict[str, int | float]) -> dict[str, float]:
+    """`scores_of` for a value msgspec already typed (keys, ranges): normalise, no twins, sum <= 1."""
+    out: dict[str, float] = {}
+    for key, p in value.items():
+        label = key.strip()  # normalize_label of a string, inlined: this runs per class per event
+        low = label.lower()
+        if low == "true":
+            label = "1"
+        elif low == "false":
+            label = "0"
+        if not label or label in out:
+            return scores_of(value)  # raises, with the usual wording
+        out[label] = float(p)
+    if len(out) > 1 and sum(out.values()) > 1.0 + 1e-6:
+        return scores_of(value)
+    return out
+
+
+def _prediction(ev: PredictionEvent, dig: str) -> Prediction:
+    """A decoded PredictionEvent -> Prediction, after the rules its type cannot state.
+
+    Optional fields are a value, None or UNSET; msgspec has checked types and
+    ranges, so what is left is normalisation and the cross-field rules.
+    """
+    ts = ev.timestamp
+    predicted = label_of(ev.prediction, "prediction")
+    scores = _typed_scores(ev.scores) if ev.scores else None  # UNSET is false, like None
+    latency = ev.latency_ms
+    if latency is UNSET or latency is None:
+        latency = None
+    elif isinstance(latency, int) and latency >= MAX_LATENCY_MS:  # no msgspec bound past 2**63
+        latency_of(latency)
     score_pred, score_max, entropy = score_summary(scores, predicted)
     return Prediction(
-        request_id=request_id,
-        model=model,
-        model_version=model_version,
-        ts=ts,
+        request_id=ev.request_id,
+        model=ev.model,
+        model_version=ev.model_version or "unknown",
+        ts=parse_timestamp(ts) if isinstance(ts, str) else float(ts),  # numbers: range checked
         prediction=predicted,
         scores=scores,
         score_pred=score_pred,
         score_max=score_max,
         entropy=entropy,
         latency_seconds=None if latency is None else float(latency) / 1000.0,
-        status=status,
-        slices=_slices(obj.get("slices")),
-        features=features or None,
-        schema_version=version,
-        digest=digest(obj),
+        status=ev.status or "ok",
+        slices=ev.slices or None,
+        features=ev.features or None,
+        schema_version=ev.schema_version or 1,
+        digest=dig,
     )
+
+
+def _feedback(ev: FeedbackEvent, dig: str) -> Feedback:
+    ts = ev.timestamp
+    return Feedback(
+        request_id=ev.request_id,
+        model=ev.model,
+        label=label_of(ev.label, "label"),
+        ts=parse_timestamp(ts) if isinstance(ts, str) else float(ts),
+        schema_version=ev.schema_version or 1,
+        digest=dig,
+    )
+
+
+def _native(value: Any) -> Any:
+    """`value` with subclasses of JSON's types (numpy scalars, IntEnum, ...) as the types themselves.
+
+    Python callers (the client, tests) pass such values; the contract always took
+    them (isinstance checks), msgspec's strict conversion does not.
+    """
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if isinstance(value, dict):
+        return {_native(k): _native(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    for base in (bool, int, float, str):
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
+def _convert(obj: Any, kind: type[msgspec.Struct]) -> tuple[Any, Any]:
+    """A JSON value -> (`kind`, the object it was converted from), or the refusal `explain` words."""
+    if type(obj) is not dict:
+        raise explain(obj, kind, POST_CHECKS) or ContractError("not_an_object", "expected a JSON object")
+    try:
+        return msgspec.convert(obj, kind, strict=True), obj
+    except msgspec.ValidationError as exc:
+        error = str(exc)
+    if not _plain(obj):  # from Python, not from JSON: try it with plain types ("features" as sent)
+        obj = {k: v if k == "features" else _native(v) for k, v in obj.items()}
+        try:
+            return msgspec.convert(obj, kind, strict=True), obj
+        except msgspec.ValidationError as exc:
+            error = str(exc)
+    raise explain(obj, kind, POST_CHECKS) or ContractError("invalid_value", error)
+
+
+def _dict_digest(obj: dict[str, Any]) -> str:
+    return _fast_digest(obj) if _plain(obj) else digest(obj)
+
+
+def parse_prediction(obj: Any) -> Prediction:
+    """A decoded JSON value -> Prediction, or ContractError."""
+    ev, checked = _convert(obj, PredictionEvent)
+    try:
+        return _prediction(ev, _dict_digest(obj))
+    except ContractError as exc:  # report the first broken rule in field order
+        raise explain(checked, PredictionEvent, POST_CHECKS) or exc from None
 
 
 def parse_feedback(obj: Any) -> Feedback:
-    if not isinstance(obj, dict):
-        raise ContractError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    version = _schema_version(obj)
-    _check_fields(obj, FEEDBACK_FIELDS)
-    return Feedback(
-        request_id=_text(obj, "request_id", MAX_REQUEST_ID),
-        model=_model(obj),
-        label=_label(obj, "label"),
-        ts=parse_timestamp(_require(obj, "timestamp")),
-        schema_version=version,
-        digest=digest(obj),
-    )
+    """A decoded JSON value -> Feedback, or ContractError."""
+    ev, checked = _convert(obj, FeedbackEvent)
+    try:
+        return _feedback(ev, _dict_digest(obj))
+    except ContractError as exc:
+        raise explain(checked, FeedbackEvent, POST_CHECKS) or exc from None
 
+
+# -- raw bytes -------------------------------------------------------------------
 
 def _reject_constant(name: str) -> Any:
     raise ContractError("invalid_json", f"not JSON: {name} is not a valid JSON number")
@@ -364,10 +448,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
-# Built once: json.loads(..., parse_constant=...) would build a decoder per call.
+# The reference decoder: it words every refusal of a message that is not usable JSON.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ANY = msgspec.json.Decoder()
+_PREDICTIONS = msgspec.json.Decoder(PredictionEvent)
+_FEEDBACK = msgspec.json.Decoder(FeedbackEvent)
 # Escapes that may decode to text the store cannot keep (NUL, lone surrogates).
-_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_SUSPECT_ESCAPE_BYTES = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -382,17 +469,15 @@ def _bad_text(value: Any) -> bool:
     return False
 
 
-def decode(raw: bytes, max_bytes: int) -> Any:
-    """Raw Kafka value -> JSON value, with the dead-letter reason on failure.
-
-    Besides JSON syntax this rejects what would make the store fail (and so
-    block a whole batch): NUL characters and lone surrogates in strings, and
-    numbers that overflow a double (PostgreSQL's JSONB has no Infinity).
-    """
+def _check_size(raw: bytes | None, max_bytes: int) -> None:
     if raw is None:
         raise ContractError("invalid_json", "empty message (null value)")
     if len(raw) > max_bytes:
         raise ContractError("oversized", f"message is {len(raw)} bytes, the limit is {max_bytes}")
+
+
+def _decode_reference(raw: bytes) -> Any:
+    """The json module's decoding, which words each refusal (msgspec only says it refused)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -407,9 +492,73 @@ def decode(raw: bytes, max_bytes: int) -> Any:
         raise
     except ValueError as exc:  # e.g. an integer literal longer than 4300 digits
         raise ContractError("invalid_json", f"not JSON: {str(exc)[:200]}") from None
-    if "\\u" in text and _SUSPECT_ESCAPE.search(text) and _bad_text(value):
+    return value
+
+
+def decode(raw: bytes, max_bytes: int) -> Any:
+    """Raw Kafka value -> JSON value, with the dead-letter reason on failure.
+
+    Besides JSON syntax this rejects what would make the store fail (and so
+    block a whole batch): NUL characters and lone surrogates in strings, and
+    numbers that overflow a double (PostgreSQL's JSONB has no Infinity).
+    msgspec decodes; anything it refuses (bad syntax or UTF-8, numbers out of
+    range, lone surrogates) is decoded again by the json module, whose
+    messages are the documented ones.
+    """
+    _check_size(raw, max_bytes)
+    try:
+        value = _ANY.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        value = _decode_reference(raw)
+    if b"\\u" in raw and _SUSPECT_ESCAPE_BYTES.search(raw) and _bad_text(value):
         raise ContractError(
             "invalid_value",
             "contains a NUL character or a lone UTF-16 surrogate, which the store cannot keep",
         )
     return value
+
+
+def _refuse(obj: Any, kind: type[msgspec.Struct], parse: Any) -> Any:
+    """Raise the refusal of an event msgspec refused (`parse` decides if `explain` finds none)."""
+    failure = explain(obj, kind, POST_CHECKS)
+    if failure is not None:
+        raise failure
+    return parse(obj)
+
+
+def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
+    """Raw Kafka value -> Prediction in one compiled pass; `parse_prediction(decode(...))` otherwise.
+
+    Messages with \\u escapes (which may hide a NUL or a lone surrogate) and
+    every refused message take the two-step path, which words the refusal.
+    """
+    _check_size(raw, max_bytes)
+    if b"\\u" in raw:
+        return parse_prediction(decode(raw, max_bytes))
+    try:
+        ev = _PREDICTIONS.decode(raw)
+    except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
+        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return parse_prediction(decode(raw, max_bytes))  # decode() words it
+    try:
+        return _prediction(ev, _fast_digest(ev))
+    except ContractError:
+        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+
+
+def decode_feedback(raw: bytes, max_bytes: int) -> Feedback:
+    """Raw Kafka value -> Feedback in one compiled pass (see `decode_prediction`)."""
+    _check_size(raw, max_bytes)
+    if b"\\u" in raw:
+        return parse_feedback(decode(raw, max_bytes))
+    try:
+        ev = _FEEDBACK.decode(raw)
+    except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
+        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return parse_feedback(decode(raw, max_bytes))  # decode() words it
+    try:
+        return _feedback(ev, _fast_digest(ev))
+    except ContractError:
+        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)

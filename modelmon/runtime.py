@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -38,15 +39,18 @@ class Runtime:
         migrate: bool = True,
         metrics_refresh_seconds: float | None = None,
         metrics_cache_seconds: float | None = None,
+        port_file: str | None = None,
     ) -> None:
         """`metrics_refresh_seconds`: how often /metrics' monitor results are read and
         rendered (default min(shortest monitor interval, 15 s); 0 = on every scrape).
-        `metrics_cache_seconds` is its former name."""
+        `metrics_cache_seconds` is its former name. `port_file`: where to write the
+        bound port once listening (for port 0)."""
         self.cfg = cfg
         self.with_ingest = with_ingest
         self.host = cfg.server.host if host is None else host
         self._port = cfg.server.port if port is None else port
         self.migrate = migrate
+        self.port_file = port_file
         if metrics_refresh_seconds is None:
             metrics_refresh_seconds = metrics_cache_seconds
         if metrics_refresh_seconds is None:
@@ -62,12 +66,12 @@ class Runtime:
         self.error: BaseException | None = None
         self._http: Any = None
         self._producer: Any = None
+        self._ingester: Any = None  # modelmon.ingest.process.IngestThread
         self._ingest_thread: threading.Thread | None = None
         self._stop_requested = threading.Event()
-        self._ingest_stop = threading.Event()
         self._started = False
         self._stopped = False
-        self._store_check: tuple[float, bool] = (-1e9, False)
+        self._store_reachable: Any = None  # modelmon.serving.StoreProbe
         self._first_pass_at: float | None = None
 
     @property
@@ -81,21 +85,21 @@ class Runtime:
     def url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
 
+    @property
+    def role(self) -> str:
+        return "run" if self.with_ingest else "monitor"
+
     # -- lifecycle ------------------------------------------------------------
 
     def start(self, wait_for_store: bool = False) -> None:
         """`wait_for_store`: retry connecting (and migrating) with backoff while the store is
         unreachable, until `request_stop()`; if that comes first, nothing else is started."""
-        from prometheus_client import CollectorRegistry
-
-        from modelmon.alerts.endpoints import register_endpoints
         from modelmon.alerts.exporter import MonitorResultsCollector
         from modelmon.alerts.exposition import MetricsExposition
-        from modelmon.api.auth import ScrapeAuth
         from modelmon.api.producer import feedback_producer
         from modelmon.api.routes import register as api_register
-        from modelmon.http import HttpServer, Router
         from modelmon.monitors.scheduler import MonitorScheduler
+        from modelmon.serving import ProcessServer, StoreProbe, process_registry
         from modelmon.store.engine import make_engine
 
         if self._started:
@@ -103,12 +107,13 @@ class Runtime:
         self._started = True
         db = self.cfg.database
         self.engine = make_engine(db.url, echo=db.echo, pool_size=db.pool_size)
+        self._store_reachable = StoreProbe(self.engine)
         if not self._prepare_store(wait_for_store):
             log.info("stop requested before the store was reachable")
             return
         # /metrics = the monitor results, read and rendered by a background thread
         # once per refresh period, followed by this registry's live, small metrics.
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self.exposition = MetricsExposition(
             MonitorResultsCollector(self.engine, self.cfg), self.registry, self.metrics_refresh_seconds
         )
@@ -121,26 +126,18 @@ class Runtime:
                 # How far behind schedule each family is: live, from memory.
                 self.registry.register(self.scheduler.collector())
             self.exposition.start()
-            router = Router()
-            metrics_auth = ScrapeAuth(self.cfg.server.metrics_tokens)
-            register_endpoints(
-                router, self.exposition, self.health, self.readiness,
-                metrics_auth if metrics_auth.enabled else None,
-            )
             # `run` sends HTTP feedback through Kafka like every other label;
             # `monitor` (often without Kafka access) writes it to the store.
             if self.with_ingest:
                 self._producer = feedback_producer(self.cfg)
-            api_register(router, self.cfg, self.engine, self._producer)
-            self._http = HttpServer(router, self.host, self._port)
-            self._http.start()
+            self._http = ProcessServer(
+                self.cfg, self.exposition, self.health, self.readiness, self.host, self._port,
+                routes=lambda router: api_register(router, self.cfg, self.engine, self._producer),
+            )
+            self._http.start(self.role, self.port_file)
         except BaseException:
             self.stop()
             raise
-        log.info(
-            "modelmon %s serving on http://%s:%d (/metrics, /healthz, /readyz)",
-            "run" if self.with_ingest else "monitor", self.host, self.http_port,
-        )
 
     def _prepare_store(self, wait: bool) -> bool:
         """Migrate (or, with migrate=False and `wait`, just connect); False if stopped first."""
@@ -161,22 +158,18 @@ class Runtime:
 
     def _start_ingest(self) -> None:
         from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
-        from modelmon.ingest.service import IngestService
+        from modelmon.ingest.process import IngestThread
 
-        self.ingest_metrics = IngestMetrics(self.registry, latency_buckets_for(self.cfg))
-        self.ingest = IngestService(self.cfg, self.engine, self.ingest_metrics)
-        self._ingest_thread = threading.Thread(target=self._run_ingest, name="ingest", daemon=True)
-        self._ingest_thread.start()
+        metrics = IngestMetrics(self.registry, latency_buckets_for(self.cfg))
+        self._ingester = IngestThread(self.cfg, self.engine, metrics, self._on_ingest_exit)
+        self.ingest, self.ingest_metrics = self._ingester.service, self._ingester.metrics
+        self._ingest_thread = self._ingester.thread
+        self._ingester.start()
 
-    def _run_ingest(self) -> None:
-        try:
-            self.ingest.run(self._ingest_stop)
-        except BaseException as exc:  # a dead consumer must take the process down
-            log.exception("ingest stopped with an error")
-            self.error = exc
-        finally:
-            if not self._ingest_stop.is_set():
-                self.request_stop()
+    def _on_ingest_exit(self) -> None:
+        """Ingest ended by itself: an error, or a consumer that gave up. Stop the process."""
+        self.error = self._ingester.error
+        self.request_stop()
 
     def request_stop(self) -> None:
         """Ask `wait()` to return; safe from a signal handler."""
@@ -192,11 +185,8 @@ class Runtime:
             return
         self._stopped = True
         self._stop_requested.set()
-        self._ingest_stop.set()
-        if self._ingest_thread is not None:
-            self._ingest_thread.join(timeout)
-            if self._ingest_thread.is_alive():
-                log.warning("ingest did not stop within %.0f s", timeout)
+        if self._ingester is not None:
+            self._ingester.stop(timeout)
         if self.exposition is not None:
             self.exposition.stop()
         if self.scheduler is not None:
@@ -220,31 +210,14 @@ class Runtime:
 
     # -- health ---------------------------------------------------------------
 
-    def _store_reachable(self) -> bool:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        checked_at, ok = self._store_check
-        if time.monotonic() - checked_at < 1.0:
-            return ok
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            ok = True
-        except SQLAlchemyError:
-            ok = False
-        self._store_check = (time.monotonic(), ok)
-        return ok
-
     def health(self) -> dict[str, bool]:
         """Liveness: a dead ingest thread, or a batch uncommitted for `ingest.stall_after`
-        (a store that refuses or hangs), is unhealthy; restarting may cure either, and
-        either way the probe tells the operator ingest is not making progress."""
+        (see modelmon.ingest.process.ingest_checks)."""
+        from modelmon.ingest.process import ingest_checks
+
         checks = {"http": True}
         if self.with_ingest:
-            checks["ingest"] = self._ingest_thread is not None and self._ingest_thread.is_alive()
-            stalled = self.ingest is not None and self.ingest.stalled_for() >= self.cfg.ingest.stall_after
-            checks["ingest_progress"] = not stalled
+            checks.update(ingest_checks(self._ingest_thread, self.ingest, self.cfg.ingest.stall_after))
         return checks
 
     def readiness(self) -> dict[str, bool]:
@@ -271,7 +244,10 @@ def _serve(args: argparse.Namespace, cfg: Config, with_ingest: bool) -> int:
         from modelmon.monitors.once import monitor_once
 
         return monitor_once(cfg)
-    runtime = Runtime(cfg, with_ingest=with_ingest, host=args.host, port=args.port)
+    from modelmon.serving import bind_error, is_bind_error
+
+    runtime = Runtime(cfg, with_ingest=with_ingest, host=args.host, port=args.port,
+                      port_file=args.port_file)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -282,6 +258,11 @@ def _serve(args: argparse.Namespace, cfg: Config, with_ingest: bool) -> int:
         runtime.start(wait_for_store=True)
         while not runtime.wait(1.0):
             pass
+    except OSError as exc:
+        if not is_bind_error(exc):
+            raise
+        print(f"modelmon: {bind_error(exc, runtime.host, runtime._port, '--port')}", file=sys.stderr)
+        return 2
     finally:
         runtime.stop()
         for s, handler in previous.items():
@@ -297,6 +278,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--host", help="bind address (default: server.host)")
         p.add_argument("--port", type=int, help="HTTP port (default: server.port; 0 = any free port)")
+        p.add_argument("--port-file", metavar="PATH",
+                       help="write the bound HTTP port to PATH once listening (with --port 0)")
         if not with_ingest:
             p.add_argument("--once", action="store_true",
                            help="run one pass of every monitor family, print a table of the "

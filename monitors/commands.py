@@ -5,7 +5,8 @@ class counts (JSON {class: count} or CSV class,count; normalised), or raw
 validation predictions (CSV with a `prediction` column, optionally `label`;
 JSON list of objects with `prediction`/`label`, or a list of plain values),
 whose class shares become the predictions baseline (and the labels baseline
-from the `label` column).
+from the `label` column). `--features FILE` / `--from-window` set the feature
+reference instead (modelmon.monitors.feature_baseline).
 """
 
 from __future__ import annotations
@@ -155,11 +156,20 @@ def _engine(cfg: Config):  # type: ignore[no-untyped-def]
 def _set(args: argparse.Namespace, cfg: Config) -> int:
     import sqlalchemy as sa
 
+    from modelmon.monitors import feature_baseline
     from modelmon.monitors.baselines import store_baseline
 
     if not MODEL_NAME_RE.match(args.model):
         print(f"modelmon: model name {args.model!r} must match [A-Za-z0-9_.-]{{1,64}}", file=sys.stderr)
         return 2
+    misplaced = feature_baseline.misplaced_option(args)
+    if misplaced:
+        print(f"modelmon: {misplaced}", file=sys.stderr)
+        return 2
+    if args.features is not None:
+        return feature_baseline.set_from_file(args, cfg)
+    if args.from_window:
+        return feature_baseline.set_from_window(args, cfg)
     path = Path(args.from_file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -194,11 +204,14 @@ def _show(args: argparse.Namespace, cfg: Config) -> int:
 
     import sqlalchemy as sa
 
+    from modelmon.monitors import feature_baseline
     from modelmon.monitors.baselines import latest_baseline
+    from modelmon.store.features import load_reference
 
     try:
         with _engine(cfg).connect() as conn:
             found = [latest_baseline(conn, args.model, k) for k in ("predictions", "labels")]  # type: ignore[arg-type]
+            features = load_reference(conn, args.model)
     except sa.exc.SQLAlchemyError as exc:
         print(f"modelmon: cannot read baselines ({type(exc).__name__}); "
               "has the database been created with `modelmon db upgrade`?", file=sys.stderr)
@@ -206,9 +219,10 @@ def _show(args: argparse.Namespace, cfg: Config) -> int:
     found = [b for b in found if b is not None]
     if args.json:
         print(json.dumps([{"model": b.model, "kind": b.kind, "shares": b.shares, "sample_count": b.sample_count,
-                           "source": b.source, "created_at": b.created_at} for b in found], indent=2))
-        return 0 if found else 1
-    if not found:
+                           "source": b.source, "created_at": b.created_at} for b in found]
+                         + ([feature_baseline.summary(features)] if features else []), indent=2))
+        return 0 if found or features else 1
+    if not found and features is None:
         print(f"no baseline set for model {args.model!r} (use `modelmon baseline set`)", file=sys.stderr)
         return 1
     for b in found:
@@ -217,20 +231,27 @@ def _show(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{b.model} {b.kind} baseline (set {when} from {b.source}{n})")
         for cls, share in sorted(b.shares.items(), key=lambda kv: -kv[1]):
             print(f"  {cls:<30} {share:.6f}")
+    if features is not None:
+        print("\n".join(feature_baseline.show_lines(features)))
     return 0
 
 
 def register(subparsers: Any) -> None:
-    base = subparsers.add_parser("baseline", help="research baseline of class shares for the shift monitors")
+    base = subparsers.add_parser(
+        "baseline", help="research baselines: class shares (shift monitors), feature reference (feature families)")
     sub = base.add_subparsers(dest="baseline_command", required=True)
     s = sub.add_parser("set", help="set a model's baseline from validation data")
     s.add_argument("--model", required=True, help="the model whose baseline to set")
-    s.add_argument("--from", dest="from_file", required=True, metavar="FILE",
-                   help="CSV (class,share | class,count | prediction[,label]) or JSON "
-                        "({class: share} | list of objects or values)")
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="from_file", metavar="FILE",
+                        help="class shares: CSV (class,share | class,count | prediction[,label]) or "
+                             "JSON ({class: share} | list of objects or values)")
     s.add_argument("--kind", choices=("predictions", "labels"), default=None,
                    help="which distribution shares/counts describe (default predictions); "
                         "with raw predictions, set only this one")
+    from modelmon.monitors.feature_baseline import add_options
+
+    add_options(s, source)
     s.set_defaults(handler=_set)
     sh = sub.add_parser("show", help="print a model's current baselines")
     sh.add_argument("--model", required=True, help="the model whose baselines to print")

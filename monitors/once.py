@@ -58,7 +58,11 @@ def monitor_once(cfg: Config) -> int:
     engine = make_engine(cfg.database.url, echo=cfg.database.echo)
     try:
         upgrade(engine, cfg=cfg)
-        outcomes = MonitorScheduler(cfg, engine).run_once()
+        scheduler = MonitorScheduler(cfg, engine)
+        try:
+            outcomes = scheduler.run_once()
+        finally:
+            scheduler.stop()  # ends the feature worker process, if a feature job started it
         with engine.connect() as conn:
             rows = latest_results(conn)
     finally:

@@ -92,13 +92,21 @@ class Job:
 class FairQueue:
     """Thread-safe; `clock` is injectable so the order can be tested without sleeping."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, family_cap: int | None = None) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, family_cap: int | None = None,
+        groups: dict[str, str] | None = None, group_caps: dict[str, int] | None = None,
+    ) -> None:
+        """`groups` pools families under one cap (family -> group; default: its own), and
+        `group_caps` gives a group its own cap instead of `family_cap`: the two feature
+        families wait on one worker process, so more threads than it runs jobs only idle."""
         self._clock = clock
         self._family_cap = family_cap
+        self._groups = dict(groups or {})
+        self._group_caps = dict(group_caps or {})
         self._cond = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._heap: list[tuple[float, str, int, str]] = []  # (due, model, order, name) of waiting pool jobs
-        self._running: dict[str, int] = {}  # family -> pool jobs running
+        self._running: dict[str, int] = {}  # cap group -> pool jobs running
         self._closed = False
 
     def __contains__(self, name: str) -> bool:
@@ -117,11 +125,19 @@ class FairQueue:
             job = Job(name, family, model, float(interval), phase_of(model, interval), due,
                       dedicated=dedicated, order=order)
             self._jobs[name] = job
-            self._running.setdefault(family, 0)
+            self._running.setdefault(self._group(family), 0)
             if not dedicated:
                 heapq.heappush(self._heap, (job.due, model, order, name))
             self._cond.notify_all()
             return True
+
+    def _group(self, family: str) -> str:
+        return self._groups.get(family, family)
+
+    def _capped(self, family: str) -> bool:
+        group = self._group(family)
+        cap = self._group_caps.get(group, self._family_cap)
+        return cap is not None and self._running[group] >= cap
 
     def _eligible(self) -> tuple[Job | None, float | None]:
         """Pop the waiting pool job due the longest whose family is under its cap.
@@ -133,7 +149,7 @@ class FairQueue:
         wait: float | None = None
         while self._heap:
             job = self._jobs[self._heap[0][3]]
-            if self._family_cap is not None and self._running[job.family] >= self._family_cap:
+            if self._capped(job.family):
                 skipped.append(heapq.heappop(self._heap))
                 continue
             if self._heap[0][0] <= now:
@@ -157,7 +173,7 @@ class FairQueue:
         job.running_since, job.tick = now, tick
         job.recent.append(Run(job.due, tick, now))
         if not job.dedicated:
-            self._running[job.family] += 1
+            self._running[self._group(job.family)] += 1
         return job, tick
 
     def take(self, name: str | None = None, timeout: float | None = None) -> tuple[Job, float] | None:
@@ -198,7 +214,7 @@ class FairQueue:
             job.running_since = None
             job.runs += 1
             if not job.dedicated:
-                self._running[job.family] -= 1
+                self._running[self._group(job.family)] -= 1
                 heapq.heappush(self._heap, (job.due, job.model, job.order, name))
             self._cond.notify_all()
 
@@ -217,7 +233,7 @@ class FairQueue:
         """Family -> seconds its most overdue job has been waiting (0 when none is)."""
         with self._cond:
             now = self._clock()
-            out = dict.fromkeys(self._running, 0.0)
+            out = {job.family: 0.0 for job in self._jobs.values()}
             for job in self._jobs.values():
                 out[job.family] = max(out[job.family], job.overdue(now))
             return out
@@ -225,7 +241,7 @@ class FairQueue:
     def late_runs(self) -> dict[str, int]:
         """Family -> runs that started more than one interval after they were due."""
         with self._cond:
-            out = dict.fromkeys(self._running, 0)
+            out = {job.family: 0 for job in self._jobs.values()}
             for job in self._jobs.values():
                 out[job.family] += job.late
             return out

@@ -53,7 +53,8 @@ from sqlalchemy import Engine
 
 from modelmon.config import Config, ResolvedModel
 from modelmon.monitors.aggregates import AggregateCache, shared
-from modelmon.monitors.registry import FAMILIES
+from modelmon.monitors.feature_worker import FeatureRuntime, use
+from modelmon.monitors.registry import FAMILIES, FEATURE_FAMILIES
 from modelmon.monitors.results import ensure_runs, record_run, write_results
 from modelmon.monitors.schedule import FairQueue, Job, ScheduleCollector
 from modelmon.store.rollups import Specs
@@ -93,6 +94,10 @@ class MonitorScheduler:
         self.cfg = cfg
         self.engine = engine
         self.families = dict(FAMILIES if families is None else families)
+        if not cfg.features.enabled:
+            for family in FEATURE_FAMILIES:
+                self.families.pop(family, None)
+        self._features = FeatureRuntime(cfg)  # its worker process starts on the first feature job
         self.first_pass_done = False
         self._queue = self._new_queue()
         self._threads: list[threading.Thread] = []
@@ -106,8 +111,13 @@ class MonitorScheduler:
 
     def _new_queue(self) -> FairQueue:
         # No family may take every worker: one that hangs leaves the others running.
+        # The feature families share one worker process: one pool thread between them.
         workers = self.cfg.monitors.max_workers
-        return FairQueue(family_cap=max(1, workers - 1))
+        return FairQueue(
+            family_cap=max(1, workers - 1),
+            groups=dict.fromkeys(FEATURE_FAMILIES, "features"),
+            group_caps={"features": 1},
+        )
 
     # -- what to run ---------------------------------------------------------
 
@@ -133,6 +143,10 @@ class MonitorScheduler:
         return [f for f in self.families if self._module(f) is not None]
 
     # -- one job -------------------------------------------------------------
+
+    def interval(self, family: str, model: str) -> float:
+        """How often the job runs: `features.interval` for the feature families, else the model's."""
+        return self.cfg.features.interval if family in FEATURE_FAMILIES else self.cfg.model(model).interval
 
     def _locked(self, conn: sa.Connection, job: str) -> bool:
         """Take the job's advisory lock on PostgreSQL; False if another process has it."""
@@ -165,9 +179,9 @@ class MonitorScheduler:
                 if not self._locked(conn, job):
                     log.debug("job %s is running in another process; skipped", job)
                     return "skipped"
-                if not force and self._recently_attempted(conn, job, now, resolved.interval):
+                if not force and self._recently_attempted(conn, job, now, self.interval(family, model)):
                     return "skipped"
-                with shared(self._aggregates):
+                with shared(self._aggregates), use(self._features):
                     rows = module.collect(conn, resolved, now)
                 write_results(
                     conn, model, family, rows, computed_at=now,
@@ -304,8 +318,8 @@ class MonitorScheduler:
         families = [f for f in self.families if self._module(f) is not None]
         new: list[tuple[str, str, str]] = []
         for model in models:
-            interval = self.cfg.model(model).interval
             for order, family in enumerate(families):
+                interval = self.interval(family, model)
                 job = f"{family}:{model}"
                 if job in self._queue:
                     continue
@@ -381,6 +395,7 @@ class MonitorScheduler:
                 if thread.is_alive():
                     log.warning("%s still running a job after %.0fs; leaving it", thread.name, STOP_TIMEOUT)
         self._threads = []
+        self._features.stop()
 
     # -- what the schedule looks like ----------------------------------------------
 

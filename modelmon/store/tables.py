@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -69,6 +71,20 @@ predictions = Table(
     postgresql_partition_by="RANGE (ts)",
 )
 
+# The window samples of the feature families (modelmon.store.features): the keys of a
+# window's predictions that carry features, in an index only they are in, so the sample
+# (smallest digests) and the count with features are index-only scans on PostgreSQL
+# (SQLite 3.40 still re-checks the predicate on each row). model_version is in it so that
+# a per-version sample is one too. On PostgreSQL an index of the partitioned table: every
+# partition, attached or created later, gets its own.
+_WITH_FEATURES = predictions.c.features.isnot(None)
+Index(
+    "ix_predictions_with_features",
+    predictions.c.model, predictions.c.ts, predictions.c.digest, predictions.c.model_version,
+    sqlite_where=_WITH_FEATURES,
+    postgresql_where=_WITH_FEATURES,
+)
+
 feedback = Table(
     "feedback",
     metadata,
@@ -99,7 +115,11 @@ dead_letters = Table(
     Column("detail", Text, nullable=False),
     Column("payload", LargeBinary),  # truncated at ingest.dead_letter_payload_bytes
     Column("payload_bytes", Integer, nullable=False),  # size before truncation
+    # The payload is cut short (so `modelmon deadletters replay` cannot replay it).
+    Column("payload_truncated", Boolean, nullable=False, server_default=false()),
     Column("received_at", Epoch, nullable=False),
+    # When `modelmon deadletters replay` stored it (or found it stored): a rerun skips it.
+    Column("replayed_at", Epoch),
     UniqueConstraint("topic", "partition", "offset"),
     Index(None, "received_at"),
 )
@@ -133,6 +153,21 @@ baselines = Table(
     Column("source", Text, nullable=False),
     Column("created_at", Epoch, nullable=False),
     Index(None, "model", "kind", "created_at"),
+)
+
+# One reference of input features per model (modelmon.store.features), replaced when set
+# again: a bounded sample of validation rows or of a frozen production window, stored as
+# one compressed column-oriented payload (modelmon.store.columnar).
+feature_references = Table(
+    "feature_references",
+    metadata,
+    Column("model", String(64), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("source_rows", BigInteger, nullable=False),  # rows in the source before sampling down
+    Column("rows", Integer, nullable=False),  # rows stored
+    Column("features", Integer, nullable=False),  # feature columns stored
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", Epoch, nullable=False),
 )
 
 def _result_columns() -> list[Column]:

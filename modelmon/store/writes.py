@@ -18,6 +18,13 @@ Labels are joined in the same transaction both ways: new predictions take the
 label of feedback already stored, and new feedback labels stored predictions.
 Two concurrent transactions (one with the prediction, one with its feedback)
 cannot see each other; `reconcile_labels` closes that gap afterwards.
+
+On PostgreSQL a batch's predictions and feedback go to the server through COPY
+into the session's staging tables (`modelmon.store.staging`), and one
+INSERT ... SELECT each moves them: for predictions that one statement also
+skips stored requests and joins stored labels. SQLite takes multi-row VALUES.
+What happens to the events not inserted (duplicate or conflict, by digest) is
+decided the same way on both.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modelmon.contract import Feedback, Prediction
-from modelmon.store import rollups
+from modelmon.store import rollups, staging
 from modelmon.store.rollups import EVENT_COLUMNS, Event, Specs
 from modelmon.store.tables import dead_letters as dead_letters_t
 from modelmon.store.tables import feedback as feedback_t
@@ -147,21 +154,24 @@ _SQL_CACHE: dict[tuple[str, str, int], str] = {}
 def _insert_returning_keys(
     conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> set[tuple[str, str]]:
-    """INSERT ... ON CONFLICT (model, request_id) DO NOTHING RETURNING the inserted keys.
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING the inserted (model, request_id).
 
-    Hand-built rather than SQLAlchemy's executemany: on the ingest hot path the
-    per-row parameter processing there costs more than the database does.
-    PostgreSQL gets one array per column through unnest() (psycopg parses a
-    query with thousands of placeholders slowly); SQLite multi-row VALUES.
-    JSON values must already be JSON text (see `_json`).
+    PostgreSQL: COPY into the session's staging table, then one INSERT ... SELECT
+    (`modelmon.store.staging`). SQLite: multi-row VALUES, hand-built rather than
+    SQLAlchemy's executemany, whose per-row parameter processing costs more on the
+    ingest hot path than the database does.
     """
     dialect = conn.dialect.name
     inserted: set[tuple[str, str]] = set()
     if dialect == "postgresql":
-        sql = _SQL_CACHE.get((dialect, table.name, 0))
-        if sql is None:
-            sql = _SQL_CACHE[(dialect, table.name, 0)] = _pg_insert_sql(conn, table, columns)
-        inserted.update((m, r) for m, r in conn.exec_driver_sql(sql, (_JSON.encode(rows),)))
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in columns)
+
+        def insert(stage: str) -> str:
+            return (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM {stage} "
+                    f"ORDER BY {_KEY_ORDER} {_conflict_clause(quote, table)}")
+
+        inserted.update((m, r) for m, r in staging.copy_and_insert(conn, table, columns, rows, insert))
         return inserted
     if dialect != "sqlite":
         raise NotImplementedError(f"modelmon's store supports SQLite and PostgreSQL, not {dialect}")
@@ -175,6 +185,46 @@ def _insert_returning_keys(
         params = tuple(v for row in _encode_json(chunk, json_at) for v in row)
         inserted.update((m, r) for m, r in conn.exec_driver_sql(sql, params))
     return inserted
+
+
+# Staged rows are inserted in key order: concurrent writers of overlapping batches
+# (a batch redelivered after a rebalance while its first reader still writes it) then
+# take their unique-index locks in one order and cannot deadlock, as rollups.upsert_add.
+_KEY_ORDER = "model, request_id"
+
+
+def _pg_insert_new_predictions(
+    conn: sa.Connection, rows: Sequence[tuple[Any, ...]]
+) -> dict[tuple[str, str], tuple[str | None, float | None]]:
+    """Insert the predictions whose (model, request_id) is not stored yet, each with the
+    label of its stored feedback; (model, request_id) -> (label, label_ts) of those inserted.
+
+    One statement over the staging table: the lookup of stored requests, the label
+    join and the insert. Both probes are LATERAL ... LIMIT 1, one index probe per
+    staged row (see `_lookup`). Known weakness, as before COPY: on a partition with
+    no statistics yet, the planner may probe through its (model, ts) index instead
+    of the primary key, reading every row of the model per probe, until autovacuum
+    first analyzes the partition.
+    """
+    quote = conn.dialect.identifier_preparer.quote
+    cols = _STAGED_PREDICTION_COLUMNS
+    names = ", ".join(quote(c) for c in cols)
+    selected = ", ".join(f"s.{quote(c)}" for c in cols)
+
+    def insert(stage: str) -> str:
+        return (
+            f"INSERT INTO predictions ({names}, label, label_ts) "
+            f"SELECT {selected}, f.label, f.ts FROM {stage} AS s "
+            "LEFT JOIN LATERAL (SELECT 1 AS hit FROM predictions AS p "
+            "WHERE p.model = s.model AND p.request_id = s.request_id LIMIT 1) AS e ON true "
+            "LEFT JOIN LATERAL (SELECT f.label, f.ts FROM feedback AS f "
+            "WHERE f.model = s.model AND f.request_id = s.request_id LIMIT 1) AS f ON true "
+            f"WHERE e.hit IS NULL ORDER BY {_KEY_ORDER} "
+            f"{_conflict_clause(quote, predictions_t)}, label, label_ts"
+        )
+
+    returned = staging.copy_and_insert(conn, predictions_t, cols, rows, insert)
+    return {(m, r): (label, label_ts) for m, r, label, label_ts in returned}
 
 
 def _conflict_clause(quote: Any, table: sa.Table) -> str:
@@ -204,34 +254,6 @@ def _encode_json(rows: Sequence[tuple[Any, ...]], json_at: list[int]) -> Iterabl
             if out[n] is not None:
                 out[n] = _JSON.encode(out[n])
         yield out
-
-
-def _pg_cast(column: sa.Column) -> str:
-    t = column.type
-    if isinstance(t, sa.Float):
-        return "float8"
-    if isinstance(t, sa.Integer):  # SmallInteger and BigInteger too
-        return "int8"
-    return "text"
-
-
-def _pg_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> str:
-    """The whole batch as one JSON array of row arrays, unpacked by the server.
-
-    One text parameter: psycopg adapts it at C speed, where thousands of
-    placeholders (or per-column arrays) cost more on the client than the insert.
-    """
-    quote = conn.dialect.identifier_preparer.quote
-    select = ", ".join(
-        f"NULLIF(r->{n}, 'null'::jsonb)"
-        if isinstance(table.c[c].type, sa.JSON)
-        else f"(r->>{n})::{_pg_cast(table.c[c])}"
-        for n, c in enumerate(columns)
-    )
-    return (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {_conflict_clause(quote, table)}"
-    )
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -426,6 +448,19 @@ def _prediction_row(
     )
 
 
+_STAGED_PREDICTION_COLUMNS = tuple(c for c in _PREDICTION_COLUMNS if c not in ("label", "label_ts"))
+
+
+def _staged_prediction_row(p: Prediction, position: Position | None, now: float) -> tuple[Any, ...]:
+    """A prediction's row for the staging table (its label is joined by the insert)."""
+    topic, partition, offset = _pos(position)
+    return (
+        p.model, p.model_version, p.request_id, p.ts, p.prediction, p.scores,
+        p.score_pred, p.score_max, p.entropy, p.latency_seconds, p.status, p.slices,
+        p.features, p.schema_version, topic, partition, offset, p.digest, now,
+    )
+
+
 def _event(p: Prediction, label: tuple[Any, ...] | None) -> Event:
     return Event(
         p.model, p.model_version, p.ts, p.prediction, p.status, p.score_pred, p.score_max,
@@ -444,7 +479,14 @@ def _write_predictions(
     first, repeats = _dedupe(items)
     inserted: set[tuple[str, str]] = set()
     events: list[Event] = []
-    if first:
+    if first and conn.dialect.name == "postgresql":
+        rows = [_staged_prediction_row(p, pos, now) for p, pos in first.values()]
+        taken = _pg_insert_new_predictions(conn, rows)
+        inserted = set(taken)
+        out.labels_joined += sum(1 for label, _ in taken.values() if label is not None)
+        events = [_event(p, taken[key] if taken[key][0] is not None else None)
+                  for key, (p, _) in first.items() if key in taken]
+    elif first:
         # The key includes ts, so a repeat of a stored prediction with another
         # timestamp would not conflict: look the requests up first, and insert
         # only new ones (a repeat is then a duplicate or a conflict as usual).
@@ -567,6 +609,7 @@ def _write_dead_letters(
                 "detail": d.detail,
                 "payload": d.payload,
                 "payload_bytes": d.payload_bytes,
+                "payload_truncated": (0 if d.payload is None else len(d.payload)) < d.payload_bytes,
                 "received_at": now,
             }
         )

@@ -261,7 +261,9 @@ def test_consumer_lag_threshold_is_configurable_and_validated(tmp_path: Path) ->
     path.write_text("defaults:\n  thresholds: {consumer_lag_messages: 250000}\n")
     service = yaml.safe_load(generate(load_config(path, environ={}))["service.yml"])
     lag = next(r for r in service["groups"][0]["rules"] if r.get("alert") == "ModelmonConsumerLagHigh")
-    assert lag["expr"] == "sum by (topic) (modelmon_consumer_lag_messages) > 250000\n"
+    assert lag["expr"] == (
+        "sum by (topic) (max by (topic, partition) (modelmon_consumer_lag_messages)) > 250000\n"
+    )
     assert lag["for"] == "10m" and lag["labels"] == {"severity": "ticket"}
     for bad in ("0", "-5", "lots"):
         path.write_text(f"defaults:\n  thresholds: {{consumer_lag_messages: {bad}}}\n")
@@ -279,9 +281,9 @@ def test_shift_alerts_require_effect_size_and_significance_and_samples() -> None
         effect, significance = expr.split(f"\nand {key}\n(\n")
         assert f"modelmon_{prefix}_shift_psi" in effect and f"modelmon_{prefix}_shift_js_distance" in effect
         assert f"or {key}" in effect and "pvalue" not in effect
-        assert f'metric="{prefix}_shift_psi"}} >= 100' in effect
+        assert f'metric="{prefix}_shift_psi"}}) >= 100' in effect
         assert f"modelmon_{prefix}_shift_chi2_pvalue" in significance
-        assert f'metric="{prefix}_shift_chi2_pvalue"}} >= 100' in significance
+        assert f'metric="{prefix}_shift_chi2_pvalue"}}) >= 100' in significance
         assert "statistic" not in alerts[name]["labels"] and "label_replace" not in expr
 
 
@@ -297,12 +299,14 @@ def test_candidate_worse_holds_the_verdict_and_never_reads_inconclusive(tmp_path
 
     files = generate(cfg)
     slow, fast = rule(files, "model-slow.yml"), rule(files, "model-fast.yml")
-    assert slow["expr"] == 'modelmon_version_worse{model="slow", model_version="*"} == 1\n'
+    assert slow["expr"] == (
+        'max without (instance, job, pod) (modelmon_version_worse{model="slow", model_version="*"}) == 1\n'
+    )
     # == 1: a 0 (not worse) never matches; inconclusive exports no value at all.
     assert (slow["for"], fast["for"]) == ("15m", "10m")
     assert slow["labels"] == {"severity": "page"}
     assert "held for 15m" in slow["annotations"]["description"]
-    assert rule(files, "discovered-models.yml")["expr"].startswith('modelmon_version_worse{model!~"fast|slow"')
+    assert rule(files, "discovered-models.yml")["expr"].startswith('max without (instance, job, pod) (modelmon_version_worse{model!~"fast|slow"')
     scaled = rule(generate(cfg, RuleOptions(for_scale=0.01)), "model-slow.yml")
     assert scaled["for"] == "9s" and "held for 9s" in scaled["annotations"]["description"]
 

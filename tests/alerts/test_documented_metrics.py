@@ -24,6 +24,7 @@ from modelmon.contract import Feedback, Prediction, score_summary
 from modelmon.ingest.metrics import IngestMetrics, latency_buckets_for
 from modelmon.monitors.baselines import store_baseline
 from modelmon.runtime import Runtime
+from modelmon.store.features import new_reference, set_reference
 from modelmon.store.rollups import Specs
 from modelmon.store.writes import DeadLetter, write_batch
 
@@ -43,6 +44,8 @@ def _config(tmp_path: Path) -> Config:
         "database": {"url": f"sqlite:///{tmp_path}/modelmon.db"},
         "server": {"host": "127.0.0.1", "port": 0},
         "rollups": {"fine": "1s", "coarse": "1m"},
+        # The feature families (their worker process) on a short window, soon after the data lands.
+        "features": {"windows": ["10m"], "interval": "2s"},
         "models": {"fraud": {
             "task": "binary", "positive_class": 1, "classes": ["0", "1"], "windows": ["10m"], "interval": "1s",
             "min_samples": 50, "min_labels": 50, "compare": "auto", "slices": ["region"],
@@ -69,7 +72,8 @@ def _events(now: float) -> tuple[list, list]:
         preds.append((Prediction(
             request_id=rid, model="fraud", model_version=version, ts=ts, prediction=predicted, scores=scores,
             score_pred=score_pred, score_max=score_max, entropy=entropy, latency_seconds=0.01 + (i % 7) * 0.1,
-            status="error" if i % 25 == 0 else "ok", slices={"region": "eu" if i % 3 else "us"}, features=None,
+            status="error" if i % 25 == 0 else "ok", slices={"region": "eu" if i % 3 else "us"},
+            features={"amount": float(i % 50), "merchant": f"m{i % 4}", "channel": "web"},
             schema_version=1, digest=f"p{rid}",
         ), None))
         labels.append((Feedback(request_id=rid, model="fraud", label=truth, ts=ts + 1.0, schema_version=1,
@@ -96,6 +100,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                         source="http", specs=Specs(cfg))
             store_baseline(conn, "fraud", "predictions", {"0": 0.5, "1": 0.5}, 1000, "test")
             store_baseline(conn, "fraud", "labels", {"0": 0.5, "1": 0.5}, 1000, "test")
+            # A reference for the feature families ("channel" is on the window's side only).
+            set_reference(conn, "fraud", new_reference(
+                "fraud", {"amount": [float(i % 40) for i in range(200)], "merchant": [f"m{i % 3}" for i in range(200)]},
+                "test", 200))
         ingest = IngestMetrics(rt.registry, latency_buckets_for(cfg))
         ingest.observe_predictions([p for p, _ in preds], "preds")
         ingest.observe_feedback([f for f, _ in labels], "feedback")
@@ -107,7 +115,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ingest.watch_pending(lambda: 0.0)
         ingest.db_errors.inc()
         needed = ("modelmon_version_verdict", "modelmon_fairness_disparate_impact_ratio",
-                  "modelmon_label_shift_psi", "modelmon_slo_burn_rate", "modelmon_estimated_accuracy_ratio")
+                  "modelmon_label_shift_psi", "modelmon_slo_burn_rate", "modelmon_estimated_accuracy_ratio",
+                  "modelmon_feature_drift_share_ratio", "modelmon_feature_missing_ratio")
         deadline = time.monotonic() + 90
         while True:
             families = _scrape(rt.url)

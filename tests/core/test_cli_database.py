@@ -69,6 +69,7 @@ def test_long_running_commands_retry_until_stopped(tmp_path: Path, command: list
     cfg = write_config(tmp_path, unreachable_url())
     with cfg.open("a", encoding="utf-8") as f:
         f.write(f"kafka:\n  bootstrap_servers: 127.0.0.1:{closed_port()}\n")
+        f.write("ingest:\n  http_port: 0\n")  # `ingest` serves /metrics: any free port
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}
     log = tmp_path / "log.txt"
     with log.open("w") as out:

@@ -1,24 +1,39 @@
-"""The event contract: every field rule, label normalisation, timestamps, decoding."""
+"""The event contract: every field rule, label normalisation, timestamps, decoding, digests.
+
+Every rule is checked through both entry points: `parse_*` (a decoded JSON
+value, msgspec.convert) and `decode_*` (raw bytes, one compiled msgspec pass),
+which must agree on the outcome, the reason and the detail.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import random
+import struct
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from modelmon.contract import (
     REASONS,
     ContractError,
     decode,
+    decode_feedback,
+    decode_prediction,
     digest,
     normalize_label,
     parse_feedback,
     parse_prediction,
     parse_timestamp,
 )
+
+# Accepted events (raw JSON as sent) with the digest the contract computed before
+# it was compiled with msgspec (json-module based); stored rows compare digests.
+DIGEST_CORPUS = Path(__file__).with_name("contract_digests.json")
 
 GOOD_PREDICTION: dict[str, Any] = {
     "request_id": "req-1",
@@ -36,6 +51,14 @@ def reason_of(parse: Any, obj: Any) -> str:
         parse(obj)
     assert exc.value.reason in REASONS
     return exc.value.reason
+
+
+def outcome(parse: Any, obj: Any) -> tuple[Any, ...]:
+    """What the contract made of `obj`: the parsed event, or (reason, detail)."""
+    try:
+        return ("ok", parse(obj))
+    except ContractError as exc:
+        return ("refused", exc.reason, exc.detail)
 
 
 def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -217,7 +240,10 @@ def test_nulls_in_optional_fields_mean_absent() -> None:
     ],
 )
 def test_prediction_field_rules(changes: dict[str, Any], reason: str) -> None:
-    assert reason_of(parse_prediction, with_(GOOD_PREDICTION, **changes)) == reason
+    obj = with_(GOOD_PREDICTION, **changes)
+    assert reason_of(parse_prediction, obj) == reason
+    assert outcome(lambda raw: decode_prediction(raw, 1 << 20), json.dumps(obj).encode()) == outcome(
+        parse_prediction, obj)
 
 
 def test_error_detail_names_the_field() -> None:
@@ -256,7 +282,10 @@ def test_feedback() -> None:
     ],
 )
 def test_feedback_field_rules(changes: dict[str, Any], reason: str) -> None:
-    assert reason_of(parse_feedback, with_(GOOD_FEEDBACK, **changes)) == reason
+    obj = with_(GOOD_FEEDBACK, **changes)
+    assert reason_of(parse_feedback, obj) == reason
+    assert outcome(lambda raw: decode_feedback(raw, 1 << 20), json.dumps(obj).encode()) == outcome(
+        parse_feedback, obj)
 
 
 # -- digests -------------------------------------------------------------------
@@ -325,3 +354,149 @@ def test_decode_accepts(raw: bytes, value: Any) -> None:
 def test_decoded_events_round_trip() -> None:
     raw = json.dumps(GOOD_PREDICTION).encode()
     assert parse_prediction(decode(raw, 1 << 20)).digest == parse_prediction(GOOD_PREDICTION).digest
+
+
+# -- compiled path and the wording of refusals -----------------------------------
+
+def test_refusals_follow_field_order_not_key_order() -> None:
+    """msgspec stops at the first bad key as sent; refusals name the first broken rule in field order."""
+    obj = with_(GOOD_PREDICTION, request_id=5, model="a b", timestamp="soon", label=1)
+    for order in (obj, dict(reversed(list(obj.items())))):
+        assert outcome(parse_prediction, order)[1:] == ("unknown_field", "unknown field(s): label")
+    del obj["label"]
+    for order in (obj, dict(reversed(list(obj.items())))):
+        assert outcome(parse_prediction, order)[1:] == ("wrong_type", "request_id: expected a string, got int")
+        raw = json.dumps(order).encode()
+        assert outcome(lambda r: decode_prediction(r, 1 << 20), raw) == outcome(parse_prediction, order)
+
+
+@pytest.mark.parametrize(
+    ("changes", "detail"),
+    [
+        ({"model": "a b"}, "model: 'a b' must match [A-Za-z0-9_.-]{1,64}"),
+        ({"model": ""}, "model: expected 1 to 64 characters, got 0"),
+        ({"request_id": None}, "request_id: required field is missing"),
+        ({"model_version": 3}, "model_version: expected a string, got int"),
+        ({"status": 1}, "status: expected 'ok' or 'error', got int"),
+        ({"status": "failed"}, "status: expected 'ok' or 'error', got 'failed'"),
+        ({"features": [1]}, "features: expected an object, got list"),
+        ({"schema_version": 2}, "schema_version: 2 is not supported (supported: 1)"),
+        ({"schema_version": "1"}, "schema_version: expected an integer, got str"),
+        ({"timestamp": True}, "timestamp: expected RFC 3339 text or epoch seconds, got boolean"),
+        ({"prediction": 0.5}, "prediction: a class label must be a string, integer or boolean, got float"),
+        ({"scores": {"1": "x"}}, "scores.1: expected a number, got str"),
+        ({"slices": {"a": None}}, "slices.a: expected a string, got NoneType"),
+    ],
+)
+def test_refusal_wording(changes: dict[str, Any], detail: str) -> None:
+    """The details dead letters and the HTTP API have always shown ("<field>: ...")."""
+    obj = with_(GOOD_PREDICTION, **changes)
+    assert outcome(parse_prediction, obj)[2] == detail
+    assert outcome(lambda r: decode_prediction(r, 1 << 20), json.dumps(obj).encode())[2] == detail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":"x\\u0000"}',
+        b'{"request_id":"r\\u0000","model":"m","timestamp":1,"prediction":1}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":1,"features":{"a":"\\ud800"}}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":1,"features":{"a":1e999}}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":1,"latency_ms":1e999}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":NaN}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":1,"prediction":"\xff"}',
+        b'{"request_id":"r","model":"m","timestamp":1,"prediction":1',
+        b'[1]',
+    ],
+)
+def test_decode_prediction_refuses_what_decode_refuses(raw: bytes) -> None:
+    with pytest.raises(ContractError) as two_step:
+        parse_prediction(decode(raw, 1 << 20))
+    with pytest.raises(ContractError) as one_pass:
+        decode_prediction(raw, 1 << 20)
+    assert (one_pass.value.reason, one_pass.value.detail) == (two_step.value.reason, two_step.value.detail)
+
+
+def test_size_limits_come_first() -> None:
+    raw = json.dumps(GOOD_PREDICTION).encode()
+    with pytest.raises(ContractError) as exc:
+        decode_prediction(raw, len(raw) - 1)
+    assert exc.value.reason == "oversized"
+    with pytest.raises(ContractError) as exc:
+        decode_feedback(None, 10)  # type: ignore[arg-type]  # a tombstone
+    assert exc.value.reason == "invalid_json"
+
+
+# -- digests stay what they were -------------------------------------------------
+
+def _corpus() -> list[dict[str, str]]:
+    return json.loads(DIGEST_CORPUS.read_text())
+
+
+def test_digest_corpus_is_varied() -> None:
+    """The corpus exercises every way msgspec's JSON text differs from the json module's."""
+    raws = [c["raw"] for c in _corpus()]
+    events = [json.loads(r) for r in raws]
+    assert len(raws) >= 300 and {c["kind"] for c in _corpus()} == {"prediction", "feedback"}
+    texts = [json.dumps(e, ensure_ascii=False) for e in events]
+    assert sum(any(ord(ch) > 126 for ch in t) for t in texts) >= 50  # non-ASCII or DEL
+    assert sum("e+" in t or "e-" in t for t in texts) >= 50  # floats in exponent form
+    assert sum(not any(ord(ch) > 126 for ch in t) and "e+" not in t and "e-" not in t for t in texts) >= 50
+
+
+@pytest.mark.parametrize("entry", _corpus(), ids=lambda e: e["digest"][:8])
+def test_digests_unchanged(entry: dict[str, str]) -> None:
+    raw = entry["raw"].encode()
+    one_pass = decode_prediction if entry["kind"] == "prediction" else decode_feedback
+    two_step = parse_prediction if entry["kind"] == "prediction" else parse_feedback
+    assert one_pass(raw, 1 << 20).digest == entry["digest"]
+    assert two_step(decode(raw, 1 << 20)).digest == entry["digest"]
+    assert digest(json.loads(raw)) == entry["digest"]
+
+
+def _random_float(rng: random.Random) -> float:
+    while True:
+        value = struct.unpack("d", rng.randbytes(8))[0] if rng.random() < 0.3 else 10 ** rng.uniform(-12, 20)
+        if math.isfinite(value):
+            return value
+
+
+def test_compiled_digest_matches_the_json_module_on_random_events() -> None:
+    """Fresh random events (numbers of every magnitude, odd text): both paths give `digest(obj)`."""
+    from modelmon.contract import _canonical
+
+    rng = random.Random(7)
+    fast = 0
+    texts = ["plain", "caf\u00e9", "\u732b", "tab\t", "del\x7f", "ctl\x1f", "q\"uote", "back\\", "1e5", "0.00001"]
+    for i in range(3000):
+        obj: dict[str, Any] = {
+            "request_id": f"r{i}{rng.choice(texts)}", "model": "m", "prediction": rng.choice([1, True, "c"]),
+            "timestamp": rng.choice([rng.uniform(0, 1e11), rng.randrange(10**11), "2026-11-23T10:00:00Z"]),
+            "latency_ms": rng.choice([_random_float(rng) % 1e299, rng.randrange(10**20)]),
+            "features": {rng.choice(texts): rng.choice([_random_float(rng), -_random_float(rng), rng.choice(texts),
+                                                        [rng.randrange(-10**25, 10**25)], None])
+                         for _ in range(rng.randrange(4))},
+        }
+        raw = json.dumps(obj, ensure_ascii=rng.random() < 0.5).encode()
+        expected = digest(json.loads(raw))
+        assert decode_prediction(raw, 1 << 20).digest == expected, raw
+        assert parse_prediction(json.loads(raw)).digest == expected, raw
+        fast += _canonical(msgspec.json.encode(json.loads(raw), order="sorted"))
+    assert 300 <= fast <= 2700  # both the msgspec text and the json-module fallback were used
+
+
+def test_python_callers_may_pass_numpy_scalars() -> None:
+    """The client validates dicts built in Python: numpy floats and str subclasses are what JSON makes of them."""
+    import numpy as np
+
+    obj = with_(GOOD_PREDICTION, timestamp=np.float64(1_790_000_000.25), latency_ms=np.float64(3.5),
+                scores={"0": np.float64(0.25), "1": np.float64(0.75)}, model_version=np.str_("v1"),
+                features={"x": np.float32(1.5)})
+    as_json = json.loads(json.dumps(obj, default=float))
+    got, expected = parse_prediction(obj), parse_prediction(as_json)
+    assert msgspec.structs.replace(got, features=None, digest="") == msgspec.structs.replace(
+        expected, features=None, digest="")
+    assert got.features == obj["features"]  # stored as sent
+    assert got.digest == digest(obj)  # the json module's text of what was passed (float32 -> str)
+    refused = with_(obj, scores={"0": np.float64(0.5), "1": np.float64(0.75)})
+    assert outcome(parse_prediction, refused)[1] == "invalid_value"

@@ -21,7 +21,7 @@ from modelmon.store.migrate import alembic_config, current, upgrade
 from modelmon.store.partitions import include_name
 from modelmon.store.tables import metadata
 
-HEAD = "0003"
+HEAD = "0005"
 NEW_IN_0002 = {
     "monitor_latest", "retention_marks", "slice_values", "rollup_requests", "rollup_classes",
     "rollup_calibration", "rollup_slices", "rollup_latency_good", "rollup_sketches",

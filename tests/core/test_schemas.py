@@ -1,6 +1,8 @@
-"""The shipped JSON Schema files agree with the hand-written validator.
+"""The shipped JSON Schema files are generated from the contract and agree with it.
 
-A corpus of good and bad events is validated with `jsonschema` (draft 2020-12,
+The files (and the OpenAPI event component) are generated from the msgspec
+Structs of modelmon/events.py; a committed copy that differs fails here. A
+corpus of good and bad events is validated with `jsonschema` (draft 2020-12,
 with an RFC 3339 date-time checker written here from the RFC's grammar) and
 with parse_prediction/parse_feedback; both must accept or reject each event.
 Rules JSON Schema cannot state (scores summing to <= 1, classes colliding after
@@ -233,3 +235,30 @@ def test_schemas_list_the_same_fields_as_the_contract() -> None:
     assert set(schema("feedback")["properties"]) == FEEDBACK_FIELDS
     assert set(schema("prediction")["required"]) == {"request_id", "model", "timestamp", "prediction"}
     assert set(schema("feedback")["required"]) == {"request_id", "model", "label", "timestamp"}
+
+
+def test_committed_files_are_generated_from_the_contract() -> None:
+    """Run `python scripts/contract_schemas.py` after changing modelmon/events.py."""
+    from modelmon.schemagen import stale
+
+    assert stale() == []
+
+
+def test_openapi_feedback_event_is_the_contract_with_optional_timestamp() -> None:
+    """The HTTP component accepts and refuses what the Kafka schema does, bar a missing timestamp."""
+    import yaml
+    from jsonschema import Draft4Validator
+
+    from modelmon.schemagen import OPENAPI
+
+    component = yaml.safe_load(OPENAPI.read_text())["components"]["schemas"]["FeedbackEvent"]
+    # OpenAPI 3.0's `nullable` is not JSON Schema: spell it out for the check.
+    sv = dict(component["properties"]["schema_version"])
+    sv.pop("nullable"), sv.pop("type")
+    http = Draft4Validator({**component, "properties": {**component["properties"], "schema_version": sv}},
+                           format_checker=FORMATS)
+    for obj in FEEDBACK:
+        if isinstance(obj, dict) and "timestamp" not in obj:
+            continue  # the one difference, checked below
+        assert http.is_valid(obj) == validator("feedback").is_valid(obj), obj
+    assert http.is_valid(change(F, timestamp=...)) and not validator("feedback").is_valid(change(F, timestamp=...))

@@ -58,3 +58,14 @@ def test_check_says_so_when_prometheus_is_unreachable(tmp_path: Path) -> None:
     assert len(lines) == 1 and "cannot reach Prometheus" in lines[0] and str(port) in lines[0], (
         r.stderr
     )
+
+
+def test_generate_links_the_report_under_the_configured_api_base_url(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "modelmon.yaml").write_text("alerts:\n  api_base_url: https://modelmon.example.net\n")
+    r = modelmon("dashboards", "generate", "-c", str(tmp_path / "modelmon.yaml"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    dash = json.loads((tmp_path / "modelmon-dashboards" / "model-detail.json").read_text())
+    urls = [link.get("url", "") for link in dash.get("links", [])]
+    assert any(u.startswith("https://modelmon.example.net/v1/report?") for u in urls), urls

@@ -22,13 +22,17 @@ import pytest
 from promstack import promstack
 
 from modelmon.config import Config
+from modelmon.contract import parse_prediction
 from modelmon.dashboards.check import check_dashboard
 from modelmon.dashboards.generate import build_all
 from modelmon.demo.config import demo_settings
 from modelmon.demo.simulator import FRAUD, SPECIES, KafkaSender, Simulator, run
 from modelmon.monitors.baselines import store_baseline
 from modelmon.store.engine import make_engine
+from modelmon.store.features import new_reference, set_reference
 from modelmon.store.migrate import upgrade
+from modelmon.store.rollups import Specs
+from modelmon.store.writes import write_batch
 
 RATE = 40.0
 PREFERRED = {"model": FRAUD, "attribute": "sex"}
@@ -42,7 +46,27 @@ def _config(tmp_path: Path, bootstrap: str, predictions: str, feedback: str) -> 
                               "group_id": f"dash-{predictions}"})
     settings["defaults"]["interval"] = "2s"
     settings["defaults"]["min_slice_samples"] = 50
+    settings["features"] = {"interval": "10s"}
     return Config.model_validate(settings)
+
+
+def _with_features(cfg: Config, n: int = 400) -> tuple[list, dict[str, list]]:
+    """Predictions of the fraud model's v3 carrying features, 6 to 9 minutes old (inside the
+    feature windows, outside the demo's monitor windows), and a reference for them: the
+    simulator's events carry no features. `amount` is numeric, `merchant` categorical with a
+    category the reference lacks, `channel` on the window's side only."""
+    now = time.time()
+    rows = []
+    for i in range(n):
+        positive = i % 10 == 0
+        rows.append((parse_prediction({
+            "request_id": f"features-{i}", "model": FRAUD, "model_version": "v3",
+            "timestamp": now - 540 + 180 * i / n, "prediction": int(positive),
+            "scores": {"0": 0.2 if positive else 0.8, "1": 0.8 if positive else 0.2},
+            "features": {"amount": float(i % 60), "merchant": f"m{i % 5}", "channel": "web"},
+        }), None))
+    reference = {"amount": [float(i % 50) for i in range(500)], "merchant": [f"m{i % 4}" for i in range(500)]}
+    return rows, reference
 
 
 def test_every_panel_query_returns_data(tmp_path: Path, kafka_bootstrap: str, kafka_topics) -> None:
@@ -55,6 +79,9 @@ def test_every_panel_query_returns_data(tmp_path: Path, kafka_bootstrap: str, ka
     with engine.begin() as conn:
         for model in (FRAUD, SPECIES):
             store_baseline(conn, model, "predictions", sim.baseline_shares(model), 200_000, "test")
+        rows, reference = _with_features(cfg)
+        write_batch(conn, rows, [], [], source="http", specs=Specs(cfg))
+        set_reference(conn, FRAUD, new_reference(FRAUD, reference, "test", 500))
     engine.dispose()
 
     sender = KafkaSender(kafka_bootstrap, predictions, feedback)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,28 @@ T0 = 1_790_000_000.0
 # Tansu takes about half the session timeout to complete a group join.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
               "max_poll_interval_ms": 20000}
+
+
+# The Kafka client ingest runs with (kafka.client). Tests of these modules (ingest
+# against the broker: exactly once, SIGKILL, rebalance, failures, limits) run with
+# each client in INGEST_TEST_CLIENTS; the rest with kafka-python only.
+BOTH_CLIENTS_MODULES = {"test_ingest_exactly_once", "test_ingest_failures",
+                        "test_ingest_limits", "test_deadletter_limit"}
+CLIENTS = os.environ.get("INGEST_TEST_CLIENTS", "kafka-python,confluent").split(",")
+_client = ["kafka-python"]  # what make_config writes; set by the kafka_client fixture
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_CLIENTS_MODULES:
+        metafunc.parametrize("kafka_client", CLIENTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kafka_client(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The kafka.client of configurations made by make_config in this test."""
+    _client[0] = getattr(request, "param", "kafka-python")
+    yield _client[0]
+    _client[0] = "kafka-python"
 
 
 def producer(bootstrap: str, **extra: Any) -> KafkaProducer:
@@ -70,9 +93,11 @@ def make_config(bootstrap: str, db_url: str, predictions_topic: str, feedback_to
     return {
         "database": {"url": db_url},
         "kafka": {"bootstrap_servers": bootstrap, "predictions_topic": predictions_topic,
-                  "feedback_topic": feedback_topic, "group_id": group, "consumer": FAST_GROUP},
+                  "feedback_topic": feedback_topic, "group_id": group, "consumer": FAST_GROUP,
+                  "client": _client[0]},
+        # http_port 0: `modelmon ingest` subprocesses of concurrent tests must not share a port.
         "ingest": {"batch_max_age": "200ms", "status_interval": "2s", "db_retry_initial": "200ms",
-                   "db_retry_max": "2s", **ingest},
+                   "db_retry_max": "2s", "http_port": 0, **ingest},
     }
 
 

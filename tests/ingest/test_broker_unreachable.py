@@ -88,7 +88,8 @@ def test_ingest_with_no_broker_logs_modelmons_line_not_kafka_pythons(tmp_path: P
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         f"database:\n  url: sqlite:///{tmp_path / 's.db'}\n"
-        f"kafka:\n  bootstrap_servers: 127.0.0.1:{port}\n",
+        f"kafka:\n  bootstrap_servers: 127.0.0.1:{port}\n"
+        "ingest:\n  http_port: 0\n",  # /metrics on a free port: concurrent runs must not clash
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELMON_")}

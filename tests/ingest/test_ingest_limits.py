@@ -38,7 +38,9 @@ from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 from modelmon.store.writes import Position, write_batch
 
-BLOB = "x" * 2000  # per prediction: a 2,000-event batch spills ~4 MB to a temporary file
+# Per prediction; with work_mem at 64kB, PostgreSQL sorts a 2,000-event batch into key
+# order (modelmon.store.writes) in a temporary file of about 600 kB.
+BLOB = "x" * 2000
 
 
 def _lag(metrics: IngestMetrics) -> float:
@@ -55,7 +57,7 @@ def test_postgresql_refusing_a_whole_batch_splits_it_instead_of_retrying_forever
     dbname = pg_url.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:  # type: ignore[attr-defined]
         admin.execute(f"ALTER DATABASE \"{dbname}\" SET work_mem = '64kB'")
-        admin.execute(f"ALTER DATABASE \"{dbname}\" SET temp_file_limit = '1MB'")
+        admin.execute(f"ALTER DATABASE \"{dbname}\" SET temp_file_limit = '256kB'")
     engine = make_engine(pg_url)
     upgrade(engine)
     n = 2000

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from modelmon.config import Config
 from modelmon.ingest.batch import Batch
 from modelmon.ingest.metrics import IngestMetrics
-from modelmon.ingest.service import IngestService
+from modelmon.ingest.service import MAX_IN_FLIGHT, IngestService
 from modelmon.ingest.writer import Job
 
 TP = TopicPartition("P", 0)
@@ -86,10 +86,11 @@ def test_lag_counts_messages_received_but_not_committed(tmp_path: Path) -> None:
     s = service(tmp_path)
     s.consumer = FakeConsumer([Rec("P", 0, o, b"{}") for o in range(100)])
     s.consumer.pos = 100  # everything fetched ...
-    s.inflight = Job(batch(40, 69), generation=0)  # ... but held back: a batch being written
+    s.jobs.append(Job(batch(40, 69), generation=0))  # ... but held back: a batch being written
     s.open = batch(70, 99)  # and the next one waiting for it
     assert s.lag() == {TP: 60}
-    s.inflight, s.open = None, Batch()
+    s.jobs.clear()
+    s.open = Batch()
     assert s.lag() == {TP: 0}
 
 
@@ -100,10 +101,10 @@ def test_stalled_for_is_the_age_of_the_oldest_uncommitted_batch(tmp_path: Path) 
     assert s.stalled_for() == 0.0 and gauge() == 0.0
     now = time.monotonic()
     s.open = batch(70, 99, opened_at=now - 5)
-    s.inflight = Job(batch(40, 69, opened_at=now - 400), generation=0)
+    s.jobs.append(Job(batch(40, 69, opened_at=now - 400), generation=0))
     assert s.stalled_for(now) == pytest.approx(400)
     assert 400 <= gauge() < 400 + 3600  # read at scrape time
-    s.inflight = None
+    s.jobs.clear()
     assert s.stalled_for(now) == pytest.approx(5)
 
 
@@ -114,14 +115,15 @@ def test_the_status_line_tells_stalled_from_unreachable(
     s = service(tmp_path, stall_after="300s")
     s.consumer = FakeConsumer([Rec("P", 0, o, b"{}") for o in range(70)])
     s.consumer.pos = 70
-    s.inflight = Job(batch(40, 69, opened_at=time.monotonic() - 400), generation=0)
+    s.jobs.append(Job(batch(40, 69, opened_at=time.monotonic() - 400), generation=0))
     s._log_status()
     s.writer.failing_since = time.monotonic() - 30
     s._log_status()
     stalled, unreachable = (r.getMessage() for r in caplog.records[-2:])
     assert "store STALLED" in stalled and "UNREACHABLE" not in stalled and "lag 30," in stalled
     assert "store UNREACHABLE for 30s" in unreachable
-    s.inflight, s.writer.failing_since = None, None
+    s.jobs.clear()
+    s.writer.failing_since = None
     s._log_status()
     assert caplog.records[-1].getMessage().endswith("store ok")
 
@@ -131,13 +133,15 @@ def test_the_loop_stops_fetching_while_a_full_batch_waits(tmp_path: Path) -> Non
     s = service(tmp_path, batch_max_bytes=1024, max_message_bytes=300, batch_max_age="1h")
     consumer = FakeConsumer([Rec("P", 0, o, b"x" * 300) for o in range(50)], per_poll=4)
     s.consumer = consumer
-    # The writer thread is not started: the first batch submitted never completes.
+    # The writer thread is not started: no batch submitted ever completes.
     for _ in range(10):
         s._step()
-    assert s.inflight is not None
-    assert [r.offset for r in s.inflight.batch.records] == [0, 1, 2]  # 900 bytes; 4 would be 1200
+    assert len(s.jobs) == MAX_IN_FLIGHT  # parsed and queued for the writer, no more
+    offsets = [[r.offset for r in job.batch.records] for job in s.jobs]
+    assert offsets == [[0, 1, 2], [3, 4, 5]]  # 900 bytes each; 4 would be 1200
     assert s.open.nbytes <= 1024 and len(s.open) == 3
-    # Held in memory: the batch being written, the open one and the rest of one fetch.
-    assert consumer.delivered <= 3 + 3 + 4
-    assert len(s.spill) == consumer.delivered - 6
+    # Held in memory: the batches in flight, the open one and the rest of one fetch.
+    held = 3 * MAX_IN_FLIGHT + 3
+    assert consumer.delivered <= held + 4
+    assert len(s.spill) == consumer.delivered - held
     assert s.lag() == {TP: 50}

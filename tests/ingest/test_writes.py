@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 import pytest
 import sqlalchemy as sa
+from kafka.structs import TopicPartition
 
 from modelmon.contract import parse_feedback, parse_prediction
+from modelmon.ingest.batch import Batch
+from modelmon.ingest.errors import Failure, classify
+from modelmon.ingest.writer import BatchWriter, Job
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 from modelmon.store.tables import dead_letters, feedback, ingest_conflicts, predictions
@@ -228,3 +235,81 @@ def test_postgresql_key_lookups_probe_the_index_not_every_row(engine: sa.Engine)
     assert found == {("m", f"r{i}"): ("1",) for i in range(2000, 3000)}
     assert "Index Cond" in plan and "request_id" in plan.split("Index Cond", 1)[1], plan
     assert "Join Filter" not in plan, plan
+
+
+# -- PostgreSQL: COPY into the session's staging table -------------------------------
+
+def test_two_batches_in_one_transaction_are_both_stored_once(engine: sa.Engine) -> None:
+    """The staging table is reused within a transaction: the second batch must not see
+    the first one's rows again (on SQLite: the same guarantee through plain inserts)."""
+    with engine.begin() as conn:
+        first = write_batch(conn, [(pred(f"a{i}"), Position("t", 0, i)) for i in range(3)], [], [])
+        second = write_batch(conn, [(pred(f"b{i}"), Position("t", 0, 10 + i)) for i in range(2)],
+                             [(fb("a0"), Position("f", 0, 0))], [])
+    assert (first.predictions_stored, second.predictions_stored) == (3, 2)
+    assert (second.duplicates, second.labels_joined) == (0, 1)
+    assert sorted(r.request_id for r in rows(engine, predictions)) == ["a0", "a1", "a2", "b0", "b1"]
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_value_the_table_refuses_is_refused_by_the_copy_and_only_that_event_dead_lettered(
+    db_url: str,
+) -> None:
+    """A column narrower than the contract allows: COPY into the staging table (which
+    takes the table's column types) refuses the value with the table's own SQLSTATE,
+    classified as a refusal, and the writer splits down to that one event."""
+    eng = make_engine(db_url)
+    upgrade(eng)
+    with eng.begin() as conn:  # before any write: the staging table copies the new type
+        conn.exec_driver_sql("ALTER TABLE predictions ALTER COLUMN model_version TYPE varchar(8)")
+    long_version = "v" * 20
+    try:
+        with pytest.raises(sa.exc.DataError) as refused, eng.begin() as conn:
+            write_batch(conn, [(pred("x", model_version=long_version), Position("P", 0, 0))], [], [])
+        assert refused.value.orig.sqlstate == "22001"  # type: ignore[union-attr]
+        assert str(refused.value.statement).startswith("COPY ")
+        assert classify(refused.value) is Failure.REJECT
+
+        values = [{"request_id": rid, "model": "m", "timestamp": T0, "prediction": 1,
+                   **({"model_version": long_version} if rid == "long" else {})}
+                  for rid in ("a", "b", "long", "c")]
+        batch = Batch()
+        batch.add(TopicPartition("P", 0),
+                  [Rec("P", 0, n, json.dumps(v).encode()) for n, v in enumerate(values)])
+        writer = BatchWriter(eng, "P", "F", 1 << 20, 1 << 20, retry_initial=0.01, retry_max=0.02)
+        writer.start()
+        job = writer.submit(Job(batch, generation=0))
+        assert job.done.wait(60)
+        writer.stop()
+        assert job.outcome is not None and job.error is None
+        assert job.outcome.predictions_stored == 3
+        assert job.outcome.dead_letter_reasons == {"store_rejected": 1}
+        assert sorted(r.request_id for r in rows(eng, predictions)) == ["a", "b", "c"]
+        (letter,) = rows(eng, dead_letters)
+        assert (letter.offset, letter.reason) == (2, "store_rejected")
+        assert json.loads(letter.payload) == values[2]
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_lost_during_the_copy_is_a_connection_failure(engine: sa.Engine) -> None:
+    """The session is killed before the batch: the COPY path raises what SQLAlchemy would
+    (connection invalidated), the writer's classification says retry, and the engine's
+    next connection works."""
+    with pytest.raises(sa.exc.DBAPIError) as lost, engine.begin() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            other.commit()
+        write_batch(conn, [(pred("a"), Position("t", 0, 0))], [], [])
+    assert classify(lost.value) is Failure.CONNECTION
+    assert write(engine, [(pred("a"), Position("t", 0, 0))]).predictions_stored == 1

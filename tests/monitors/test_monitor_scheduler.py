@@ -18,6 +18,7 @@ from synth_events import NOW, events, migrated_engine, store
 from modelmon.config import Config
 from modelmon.monitors import latency, shift
 from modelmon.monitors.base import MetricRow, Window, WindowedRow
+from modelmon.monitors.registry import FEATURE_FAMILIES
 from modelmon.monitors.results import latest_results, runs
 from modelmon.monitors.scheduler import RECONCILE_JOB, RETENTION_JOB, MonitorScheduler, lock_key
 from modelmon.store.tables import monitor_latest, monitor_results, monitor_runs, predictions
@@ -188,7 +189,8 @@ def test_one_tick_shares_its_scans_and_matches_unshared(engine):
     cfg = Config.model_validate({"models": {"m": {"windows": ["5m", "1h"], "min_samples": 20, "min_labels": 20,
                                                   "positive_class": "a", "slices": ["region", "device"]}}})
     sched = MonitorScheduler(cfg, engine)
-    families = sched.available_families()
+    # The feature families read their own sample of raw rows (monitors/features.py), not rollups.
+    families = [f for f in sched.available_families() if f not in FEATURE_FAMILIES]
     selects: list[str] = []
 
     def grab(conn, cursor, statement, parameters, context, executemany):
@@ -435,6 +437,25 @@ def test_one_family_cannot_hold_every_worker():
     queue.add("ok:m1", "ok", "m1", 60.0, NOW)
     assert queue.take(timeout=0)[0].name == "hang:m1"  # never finishes
     assert _take_all(queue) == ["ok:m1"]  # hang:m2 is older but waits for its family
+
+
+def test_grouped_families_share_one_cap():
+    """The two feature families wait on one worker process: one pool thread between them."""
+    from modelmon.monitors.schedule import FairQueue
+
+    clock = Clock(NOW)
+    queue = FairQueue(clock, family_cap=3, groups={"fd": "features", "dq": "features"},
+                      group_caps={"features": 1})
+    queue.add("fd:m1", "fd", "m1", 60.0, NOW - 30)
+    queue.add("dq:m1", "dq", "m1", 60.0, NOW - 30)
+    queue.add("fd:m2", "fd", "m2", 60.0, NOW - 20)
+    queue.add("ok:m1", "ok", "m1", 60.0, NOW)
+    first = queue.take(timeout=0)[0].name  # still running
+    assert first in ("fd:m1", "dq:m1")
+    # The other m1 job and fd:m2 are older, but the group is at its cap; the others go on.
+    assert _take_all(queue) == ["ok:m1"]
+    queue.done(first)
+    assert queue.take(timeout=0)[0].name == ({"fd:m1", "dq:m1"} - {first}).pop()
 
 
 def test_the_delay_metric_reflects_a_backlog_and_late_runs():

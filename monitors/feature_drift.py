@@ -1,0 +1,14 @@
+"""The `feature_drift` family: per-feature drift tests against the reference, and the share
+of drifted features (modelmon.monitors.features; computed in the feature worker process)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from modelmon.config import ResolvedModel
+from modelmon.monitors.base import WindowedRow
+from modelmon.monitors.feature_worker import collect as _collect
+
+
+def collect(conn: sa.Connection, model: ResolvedModel, now: float) -> list[WindowedRow]:
+    return _collect("feature_drift", conn, model, now)
