@@ -526,39 +526,32 @@ def _refuse(obj: Any, kind: type[msgspec.Struct], parse: Any) -> Any:
     return parse(obj)
 
 
-def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
-    """Raw Kafka value -> Prediction in one compiled pass; `parse_prediction(decode(...))` otherwise.
+def _decode_event(raw: bytes, max_bytes: int, decoder: Any, struct: Any, parse: Any, build: Any) -> Any:
+    """Raw Kafka value -> event in one compiled pass; `parse(decode(...))` otherwise.
 
     Messages with \\u escapes (which may hide a NUL or a lone surrogate) and
     every refused message take the two-step path, which words the refusal.
     """
     _check_size(raw, max_bytes)
     if b"\\u" in raw:
-        return parse_prediction(decode(raw, max_bytes))
+        return parse(decode(raw, max_bytes))
     try:
-        ev = _PREDICTIONS.decode(raw)
+        ev = decoder.decode(raw)
     except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
-        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+        return _refuse(decode(raw, max_bytes), struct, parse)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse_prediction(decode(raw, max_bytes))  # decode() words it
+        return parse(decode(raw, max_bytes))  # decode() words it
     try:
-        return _prediction(ev, _fast_digest(ev))
+        return build(ev, _fast_digest(ev))
     except ContractError:
-        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+        return _refuse(decode(raw, max_bytes), struct, parse)
+
+
+def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
+    """Raw Kafka value -> Prediction in one compiled pass (see `_decode_event`)."""
+    return _decode_event(raw, max_bytes, _PREDICTIONS, PredictionEvent, parse_prediction, _prediction)
 
 
 def decode_feedback(raw: bytes, max_bytes: int) -> Feedback:
-    """Raw Kafka value -> Feedback in one compiled pass (see `decode_prediction`)."""
-    _check_size(raw, max_bytes)
-    if b"\\u" in raw:
-        return parse_feedback(decode(raw, max_bytes))
-    try:
-        ev = _FEEDBACK.decode(raw)
-    except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
-        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse_feedback(decode(raw, max_bytes))  # decode() words it
-    try:
-        return _feedback(ev, _fast_digest(ev))
-    except ContractError:
-        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
+    """Raw Kafka value -> Feedback in one compiled pass (see `_decode_event`)."""
+    return _decode_event(raw, max_bytes, _FEEDBACK, FeedbackEvent, parse_feedback, _feedback)
