@@ -11,6 +11,12 @@ messages three ways, per event (best of `--repeat` passes, the three taking turn
   new 1-pass    decode_prediction / decode_feedback (raw bytes, one msgspec pass).
 Every event's outcome (digest, or refusal reason) is compared between old and new
 before timing: a benchmark of code that disagrees would be meaningless.
+
+A last row times what ingest's decode step runs per batch: `parse_records` over
+`bench ingest`'s prediction logs as kafka-python ConsumerRecords, in batches of
+`--batch` (ingest.batch_max_events), µs per event, best of `--repeat` (target of
+issue 10: <= 12 µs). Its digests are checked against the baseline's first.
+`--records-only` prints that row alone.
 """
 
 from __future__ import annotations
@@ -108,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--baseline", default="d4955a3", help="git revision of the hand-written contract")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=2000, help="records per parse_records call")
+    ap.add_argument("--records-only", action="store_true", help="only the parse_records row")
     args = ap.parse_args(argv)
     from modelmon import contract as new
 
     old = baseline(args.baseline)
+    if args.records_only:
+        print_records_row(old, args)
+        return 0
     rows = []
     for name, (kind, messages) in corpora(args.events).items():
         paths = {
@@ -135,7 +146,51 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in rows:
         print(f"{name:<30} {t['old']:>8.1f} {t['2-step']:>10.1f} {t['1-pass']:>10.1f} "
               f"{t['old'] / t['1-pass']:>8.1f}x")
+    print()
+    print_records_row(old, args)
     return 0
+
+
+def kafka_records(n: int) -> list[Any]:
+    """`bench ingest`'s prediction logs as kafka-python delivers them (ConsumerRecord, no headers)."""
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from bench.ingest import event
+
+    rng = random.Random(1)
+    blank = dict.fromkeys(ConsumerRecord._fields)
+    return [ConsumerRecord(**{**blank, "topic": "modelmon.predictions", "partition": i % 4, "offset": i // 4,
+                              "value": event(i, rng), "headers": []}) for i in range(n)]
+
+
+def records_per_event(records: list[Any], batch: int, repeat: int) -> float:
+    """Best µs per event of `parse_records` over `records`, `batch` at a time."""
+    from modelmon.ingest.batch import parse_records
+
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for i in range(0, len(records), batch):
+            parse_records(records[i:i + batch], "modelmon.predictions", "modelmon.feedback", MAX, MAX)
+        best = min(best, (time.perf_counter() - started) / len(records) * 1e6)
+    return best
+
+
+def print_records_row(old: types.ModuleType, args: argparse.Namespace) -> None:
+    from modelmon.ingest.batch import parse_records
+
+    records = kafka_records(args.events)
+    sample = records[:args.batch]
+    parsed = parse_records(sample, "modelmon.predictions", "modelmon.feedback", MAX, MAX)
+    expected = [old.parse_prediction(old.decode(r.value, MAX)).digest for r in sample]
+    if parsed.dead_letters or [p.digest for p, _ in parsed.predictions] != expected:
+        raise SystemExit("parse_records and the baseline disagree on bench ingest's events")
+    us = records_per_event(records, args.batch, args.repeat)
+    print(f"parse_records: {args.events:,} bench ingest prediction logs (kafka-python records), "
+          f"batches of {args.batch:,}, best of {args.repeat}")
+    print(f"{'step':<30} {'µs/event':>8} {'target':>8}")
+    print(f"{'-' * 30} {'-' * 8} {'-' * 8}")
+    print(f"{'parse_records':<30} {us:>8.1f} {'<= 12':>8}")
 
 
 if __name__ == "__main__":

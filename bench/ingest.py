@@ -19,7 +19,10 @@ with a fresh consumer group and the consumer settings ingest uses:
 Each ingest run is a child process of its own. Rates are timed from partition
 assignment to the last message consumed (raw) or the last row committed (ingest),
 and printed as a table with the ratio to the raw rate of the same client and, with
-rollups, to the run without. Targets: the kafka-python backend >= 0.8x raw
+rollups, to the run without. Beside each rate: the CPU microseconds per event the
+consuming process, the broker and (PostgreSQL) the database server spent over the
+same interval (/proc), which shows where the machine's cores went: on a machine
+whose cores are all busy, a rate is bounded by the sum of these. Targets: the kafka-python backend >= 0.8x raw
 kafka-python; the confluent backend into PostgreSQL >= 0.5x raw confluent-kafka.
 A client that cannot run (confluent-kafka missing, `kafka.client: confluent` not
 supported by this checkout) gets "n/a" rows. `--repeat N` runs each ingest path N
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -88,8 +92,8 @@ def config(bootstrap: str, topic: str, db_url: str, batch_max_events: int, clien
     })
 
 
-def raw_rate(cfg: Any, n: int) -> float:
-    """kafka-python poll + json.loads with the settings ingest uses."""
+def raw_rate(cfg: Any, n: int, watch: dict[str, Any] | None = None) -> float:
+    """kafka-python poll + json.loads with the settings ingest uses (CPU used into `watch`)."""
     from kafka import ConsumerRebalanceListener, KafkaConsumer
 
     from modelmon.ingest.service import consumer_settings
@@ -103,6 +107,8 @@ def raw_rate(cfg: Any, n: int) -> float:
         def on_partitions_assigned(self, parts: Any) -> None:
             if parts and not assigned:
                 assigned.append(time.perf_counter())
+                if watch is not None:
+                    watch["cpu"] = CpuWatch(watch.get("broker"), None)
 
     consumer = KafkaConsumer(**consumer_settings(cfg))
     consumer.subscribe([cfg.kafka.predictions_topic], listener=Listener())
@@ -114,11 +120,13 @@ def raw_rate(cfg: Any, n: int) -> float:
                 loads(r.value)
             seen += len(records)
     elapsed = time.perf_counter() - assigned[0]
+    if watch is not None:
+        watch["used"] = watch["cpu"].used()
     consumer.close(autocommit=False)
     return n / elapsed
 
 
-def confluent_raw_rate(cfg: Any, n: int) -> float:
+def confluent_raw_rate(cfg: Any, n: int, watch: dict[str, Any] | None = None) -> float:
     """confluent-kafka consume + json.loads, with the librdkafka settings ingest uses if it has them."""
     from confluent_kafka import Consumer
 
@@ -134,6 +142,8 @@ def confluent_raw_rate(cfg: Any, n: int) -> float:
     def on_assign(consumer: Any, parts: Any) -> None:
         if parts and not assigned:
             assigned.append(time.perf_counter())
+            if watch is not None:
+                watch["cpu"] = CpuWatch(watch.get("broker"), None)
 
     consumer = Consumer(settings)
     consumer.subscribe([cfg.kafka.predictions_topic], on_assign=on_assign)
@@ -145,8 +155,63 @@ def confluent_raw_rate(cfg: Any, n: int) -> float:
                 loads(m.value())
                 seen += 1
     elapsed = time.perf_counter() - assigned[0]
+    if watch is not None:
+        watch["used"] = watch["cpu"].used()
     consumer.close()
     return n / elapsed
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int | None) -> float:
+    """CPU seconds (user + system) of process `root` and its live descendants, plus the
+    children it reaped (a PostgreSQL backend that exited counts in its postmaster)."""
+    if not root:
+        return 0.0
+    stats: dict[int, tuple[int, float, float]] = {}  # pid -> (ppid, own, reaped)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK,
+                                  (int(fields[13]) + int(fields[14])) / _TICK)
+    if root not in stats:
+        return 0.0
+    total, todo = stats[root][2], [root]
+    while todo:
+        pid = todo.pop()
+        total += stats[pid][1]
+        todo += [child for child, (ppid, _, _) in stats.items() if ppid == pid]
+    return total
+
+
+class CpuWatch:
+    """CPU seconds this process, the broker and the store server spend between two points."""
+
+    def __init__(self, broker_pid: int | None, store_pid: int | None) -> None:
+        self.pids = {"broker": broker_pid, "store": store_pid}
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        return {"self": time.process_time(), **{k: tree_cpu(pid) for k, pid in self.pids.items()}}
+
+    def used(self) -> dict[str, float]:
+        end = self._sample()
+        return {k: end[k] - self.start[k] for k in end}
+
+
+def cpu_note(cpu: dict[str, float] | None, n: int) -> str:
+    """CPU microseconds per event: the consuming process, the broker, a separate store server."""
+    if not cpu:
+        return ""
+    parts = [f"{cpu['self'] / n * 1e6:.0f} self", f"{cpu['broker'] / n * 1e6:.0f} broker"]
+    if cpu.get("store"):
+        parts.append(f"{cpu['store'] / n * 1e6:.0f} postgres")
+    return "CPU us/event " + " + ".join(parts)
 
 
 def stored_rows(engine: Any) -> int:
@@ -154,7 +219,8 @@ def stored_rows(engine: Any) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM predictions").scalar())
 
 
-def ingest_rate(cfg: Any, n: int, migrate: bool = True, shared: bool = False) -> dict[str, float]:
+def ingest_rate(cfg: Any, n: int, migrate: bool = True, shared: bool = False,
+                pids: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
     """One IngestService until `n` rows are committed (by it, or with `shared` by the whole group).
 
     Returns events/s (the rows it stored over its time from assignment to done), the
@@ -176,6 +242,7 @@ def ingest_rate(cfg: Any, n: int, migrate: bool = True, shared: bool = False) ->
     if not service.ready.wait(120):
         raise RuntimeError("the ingest consumer never got its partitions")
     ready_at, started = time.time(), time.perf_counter()
+    cpu = CpuWatch(*pids)
     next_count = 0.0
     while True:
         if not thread.is_alive():
@@ -189,6 +256,7 @@ def ingest_rate(cfg: Any, n: int, migrate: bool = True, shared: bool = False) ->
         time.sleep(0.002)
     elapsed = time.perf_counter() - started
     done_at = time.time()
+    used = cpu.used()
     writer = service.writer
     busy = writer.busy_seconds / elapsed
     parse = (getattr(service, "parse_seconds", 0.0) + getattr(writer, "parse_seconds", 0.0)) / elapsed
@@ -200,11 +268,12 @@ def ingest_rate(cfg: Any, n: int, migrate: bool = True, shared: bool = False) ->
     if stored != n:
         raise RuntimeError(f"expected {n} rows, found {stored}")
     return {"rate": mine / elapsed, "busy": busy, "parse": parse, "ready_at": ready_at, "done_at": done_at,
-            "stored": mine}
+            "stored": mine, "cpu": used}
 
 
 def child_ingest(bootstrap: str, topic: str, url: str, batch_max_events: int, n: int, with_rollups: bool,
-                 client: str = "kafka-python", group: str | None = None) -> None:
+                 client: str = "kafka-python", group: str | None = None,
+                 pids: tuple[int | None, int | None] = (None, None)) -> None:
     """One ingest run in this (fresh) process; prints its figures as JSON.
 
     With `group`, this process is one member of that consumer group: the store is
@@ -216,7 +285,7 @@ def child_ingest(bootstrap: str, topic: str, url: str, batch_max_events: int, n:
         # write_batch calls rollups.count(...) at call time: a no-op keeps everything else.
         rollups.count = lambda *args, **kwargs: rollups.Delta()  # type: ignore[assignment]
     cfg = config(bootstrap, topic, url, batch_max_events, client, group)
-    print(json.dumps(ingest_rate(cfg, n, migrate=group is None, shared=group is not None)))
+    print(json.dumps(ingest_rate(cfg, n, migrate=group is None, shared=group is not None, pids=pids)))
 
 
 def start_ingest_child(*args: object) -> subprocess.Popen[bytes]:
@@ -243,8 +312,10 @@ def run_ingest_child(*args: object) -> dict[str, float]:
     return finish_child(start_ingest_child(*args))
 
 
-def group_rate(bootstrap: str, topic: str, url: str, batch_max_events: int, n: int, members: int) -> float:
-    """events/s of `members` ingest processes in one consumer group, from the first assignment."""
+def group_rate(bootstrap: str, topic: str, url: str, batch_max_events: int, n: int, members: int,
+               pids: tuple[int | None, int | None] = (None, None)) -> tuple[float, dict[str, float]]:
+    """events/s of `members` ingest processes in one consumer group, from the first assignment,
+    and the CPU seconds they (together), the broker and the store server used."""
     from modelmon.store.engine import make_engine
     from modelmon.store.migrate import upgrade
 
@@ -252,10 +323,12 @@ def group_rate(bootstrap: str, topic: str, url: str, batch_max_events: int, n: i
     upgrade(engine)
     engine.dispose()
     group = f"bench-group-{uuid.uuid4().hex[:8]}"
-    procs = [start_ingest_child(bootstrap, topic, url, batch_max_events, n, True, "kafka-python", group)
+    procs = [start_ingest_child(bootstrap, topic, url, batch_max_events, n, True, "kafka-python", group, pids)
              for _ in range(members)]
     outs = [finish_child(p) for p in procs]
-    return n / (max(o["done_at"] for o in outs) - min(o["ready_at"] for o in outs))
+    cpu = {"self": sum(o["cpu"]["self"] for o in outs),  # the servers are shared: the larger window
+           **{k: max(o["cpu"][k] for o in outs) for k in ("broker", "store")}}
+    return n / (max(o["done_at"] for o in outs) - min(o["ready_at"] for o in outs)), cpu
 
 
 def create_database(server_url: str) -> str:
@@ -292,20 +365,31 @@ class Stores:
         if self.pg is not None:
             self.pg.cleanup()
 
+    def server_pid(self) -> int | None:
+        """The throwaway PostgreSQL's postmaster (None: SQLite only, or a --pg-url server)."""
+        if self.pg is None:
+            return None
+        try:
+            return int((Path(self.pg.datadir) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
 
 Row = tuple[str, float | None, float | None, str]  # path, events/s, x raw of its client, note
 
 
 def ingest_rows(args: argparse.Namespace, bootstrap: str, topic: str, stores: Stores, backend: str,
-                client: str, raw: float | None) -> list[Row]:
+                client: str, raw: float | None, broker_pid: int | None = None) -> list[Row]:
     """The table rows of `modelmon ingest` into one store with one client (with and without rollups)."""
     best: dict[bool, dict[str, float]] = {}
     failure = ""
     for _ in range(max(1, args.repeat)):
         for with_rollups in (False, True):
             try:
-                got = run_ingest_child(bootstrap, topic, stores.fresh(backend), args.batch_max_events,
-                                       args.events, with_rollups, client)
+                url = stores.fresh(backend)
+                pids = (broker_pid, stores.server_pid() if backend == "postgresql" else None)
+                got = run_ingest_child(bootstrap, topic, url, args.batch_max_events,
+                                       args.events, with_rollups, client, None, pids)
             except RuntimeError as exc:
                 failure = str(exc)
                 print(f"  {backend} {client}: n/a ({failure})", flush=True)
@@ -323,7 +407,7 @@ def ingest_rows(args: argparse.Namespace, bootstrap: str, topic: str, stores: St
         if got is None:
             rows.append((name, None, None, f"n/a: {failure}"[:90]))
             continue
-        note = f"writer busy {got['busy']:.0%} (decode+validate {got['parse']:.0%})"
+        note = f"{cpu_note(got.get('cpu'), args.events)}; writer busy {got['busy']:.0%}"
         if with_rollups and False in best:
             note += f"; {got['rate'] / best[False]['rate']:.2f}x the run without rollups"
         rows.append((name, got["rate"], None if raw is None else got["rate"] / raw, note))
@@ -393,15 +477,20 @@ def main(argv: list[str] | None = None) -> int:
         produced = produce(broker.bootstrap, topic, args.events)
         print(f"  produced at {produced:,.0f} msg/s", flush=True)
         cfg = config(broker.bootstrap, topic, "sqlite://", args.batch_max_events)
-        raws["kafka-python"] = raw_rate(cfg, args.events)
-        rows.append(("raw kafka-python poll + json.loads", raws["kafka-python"], 1.0, ""))
+        broker_pid = broker.child.proc.pid if broker.child is not None else None
+        watch: dict[str, Any] = {"broker": broker_pid}
+        raws["kafka-python"] = raw_rate(cfg, args.events, watch)
+        rows.append(("raw kafka-python poll + json.loads", raws["kafka-python"], 1.0,
+                     cpu_note(watch.get("used"), args.events)))
         print(f"  raw kafka-python: {raws['kafka-python']:,.0f} msg/s", flush=True)
         if "confluent" in clients:
             try:
+                watch = {"broker": broker_pid}
                 raws["confluent"] = confluent_raw_rate(config(broker.bootstrap, topic, "sqlite://",
-                                                              args.batch_max_events), args.events)
+                                                              args.batch_max_events), args.events, watch)
                 rows.append(("raw confluent-kafka consume + json.loads", raws["confluent"], 1.0,
-                             f"{raws['confluent'] / raws['kafka-python']:.2f}x raw kafka-python"))
+                             f"{raws['confluent'] / raws['kafka-python']:.2f}x raw kafka-python; "
+                             + cpu_note(watch.get("used"), args.events)))
                 print(f"  raw confluent-kafka: {raws['confluent']:,.0f} msg/s", flush=True)
             except ImportError as exc:
                 raws["confluent"] = None
@@ -410,13 +499,15 @@ def main(argv: list[str] | None = None) -> int:
             stores = Stores(servers, tmp, args.pg_url)
             for backend in backends:
                 for client in clients:
-                    rows += ingest_rows(args, broker.bootstrap, topic, stores, backend, client, raws.get(client))
+                    rows += ingest_rows(args, broker.bootstrap, topic, stores, backend, client, raws.get(client),
+                                        broker_pid)
             if "postgresql" in backends and not args.no_group:
                 one = rate_of(rows, "ingest kafka-python -> postgresql")
                 try:
-                    two = group_rate(broker.bootstrap, topic, stores.fresh("postgresql"), args.batch_max_events,
-                                     args.events, 2)
-                    note = "" if one is None else f"{two / one:.2f}x 1 process; timed from the first assignment"
+                    url = stores.fresh("postgresql")
+                    two, cpu = group_rate(broker.bootstrap, topic, url, args.batch_max_events, args.events, 2,
+                                     (broker_pid, stores.server_pid()))
+                    note = cpu_note(cpu, args.events) + ("" if one is None else f"; {two / one:.2f}x 1 process")
                     rows.append(("2 ingest processes, one group -> postgresql", two,
                                  two / raws["kafka-python"], note))
                     print(f"  2 processes -> postgresql: {two:,.0f} events/s", flush=True)

@@ -140,24 +140,30 @@ def parse_records(
     the newest event forever and hide a model that went quiet.
     """
     now = time.time() if now is None else now
+    latest = now + max_future_skew  # what check_not_future allows, computed once per batch
     preds: list[tuple[Prediction, Position]] = []
     fbs: list[tuple[Feedback, Position]] = []
     dead: list[DeadLetter] = []
+    add_pred, add_fb = preds.append, fbs.append
     for r in records:
-        position = Position(r.topic, r.partition, r.offset, header_source(r))
+        topic = r.topic
+        position = Position(topic, r.partition, r.offset,
+                            header_source(r) if getattr(r, "headers", None) else "kafka")
         try:
             # One compiled pass from bytes to the event (modelmon.events); its refusals carry
             # the same reasons and wording as decode() + parse_*().
-            if r.topic == predictions_topic:
+            if topic == predictions_topic:
                 pred = decode_prediction(r.value, max_message_bytes)
-                check_not_future(pred.ts, now, max_future_skew)
-                preds.append((pred, position))
-            elif r.topic == feedback_topic:
+                if pred.ts > latest:
+                    check_not_future(pred.ts, now, max_future_skew)
+                add_pred((pred, position))
+            elif topic == feedback_topic:
                 fb = decode_feedback(r.value, max_message_bytes)
-                check_not_future(fb.ts, now, max_future_skew)
-                fbs.append((fb, position))
+                if fb.ts > latest:
+                    check_not_future(fb.ts, now, max_future_skew)
+                add_fb((fb, position))
             else:  # not subscribed; only if the configuration changed under us
-                raise ContractError("unknown_topic", f"topic {r.topic!r} is not an ingest topic")
+                raise ContractError("unknown_topic", f"topic {topic!r} is not an ingest topic")
         except ContractError as exc:
             dead.append(dead_letter(exc.reason, exc.detail, r.value, position, payload_limit))
         except Exception as exc:  # a validator bug must not stall or crash ingest

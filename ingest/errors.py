@@ -22,6 +22,25 @@ class Failure(enum.Enum):
     REJECT = "reject"  # refused (a limit, the data): halves; a single event is dead-lettered
 
 
+class StoreProcessError(Exception):
+    """A write that failed in the store process (`modelmon.ingest.store_process`).
+
+    The child classified its own exception (the driver's error does not cross the
+    pipe); this carries that verdict and the error's first line, so the writer's
+    retry / split / reject logic decides as if the write had failed in-thread.
+    """
+
+    def __init__(self, failure: Failure, text: str) -> None:
+        super().__init__(text)
+        self.failure = failure
+
+
+def short_text(exc: BaseException) -> str:
+    """The first line of an error (the driver's own message when there is one), at most 300 chars."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
 # PostgreSQL SQLSTATEs (exact codes first, then their two-character class).
 # Not listed: REJECT, as for any error that is not about the connection.
 _SQLSTATE: dict[str, Failure] = {
@@ -81,6 +100,8 @@ def classify(exc: BaseException) -> Failure:
     psycopg raises OperationalError both for a lost connection and for limits
     (SQLSTATE 54000: a JSONB parameter over 256 MB): the SQLSTATE decides.
     """
+    if isinstance(exc, StoreProcessError):
+        return exc.failure  # classified in the store process, where the error happened
     code = sqlstate_of(exc)
     if code is not None:
         return _SQLSTATE.get(code) or _SQLSTATE.get(code[:2]) or Failure.REJECT

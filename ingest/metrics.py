@@ -7,10 +7,17 @@ are folded into "__other__".
 
 from __future__ import annotations
 
+import bisect
+import collections
 import contextlib
 import logging
+import math
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,6 +34,35 @@ DEFAULT_LATENCY_BUCKETS = (
 )
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000)
 BATCH_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+_MODEL = attrgetter("model")
+_MODEL_VERSION_STATUS = attrgetter("model", "model_version", "status")
+_MODEL_VERSION_LATENCY = attrgetter("model", "model_version", "latency_seconds")
+_STATUS = attrgetter("status")
+
+
+def _observe_all(histogram: Histogram, values: list[float]) -> None:
+    """`histogram.observe(v)` for each value, in bulk: bucket counts by bisection,
+    each bucket incremented once. Same result as observing one by one: the bucket
+    of v is the first upper bound >= v (bisect_left), the sum adds the values one by
+    one in order, and a NaN (no bucket holds it) only reaches the sum. Falls back to
+    `observe` if prometheus_client's Histogram internals ever change.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(v)
+        return
+    check = getattr(histogram, "_raise_if_not_observable", None)
+    if check is not None:
+        check()
+    deque(map(total.inc, values), maxlen=0)  # in order, as observe() adds them
+    finite = [v for v in values if v == v] if any(map(math.isnan, values)) else values
+    for at, n in collections.Counter(map(partial(bisect.bisect_left, bounds), finite)).items():
+        buckets[at].inc(n)
 
 
 def latency_buckets_for(cfg: Config) -> list[float]:
@@ -159,31 +195,48 @@ class IngestMetrics:
         return OTHER
 
     def observe_predictions(self, stored: Iterable[Prediction], topic: str | None) -> None:
-        counts: dict[tuple[str, str, str], int] = {}
-        n = 0
-        for p in stored:
-            n += 1
-            model, version = self._labels(p.model, p.model_version)
-            key = (model, version, p.status)
-            counts[key] = counts.get(key, 0) + 1
-            if p.latency_seconds is not None and p.status == "ok":
-                self.latency.labels(model).observe(p.latency_seconds)
+        """Count a batch's stored predictions (and their latencies) in one pass per label set.
+
+        Called with every stored event of a batch: each distinct (model, version,
+        status) is counted with a C-level Counter and folded (`_labels`) once, in the
+        order of first appearance, as event-by-event folding would; latencies are
+        observed per model in bulk (`_observe_all`).
+        """
+        stored = stored if isinstance(stored, list) else list(stored)
+        if not stored:
+            return
+        counts = collections.Counter(map(_MODEL_VERSION_STATUS, stored))
+        folded: dict[tuple[str, str], tuple[str, str]] = {}
+        totals: dict[tuple[str, str, str], int] = {}
         for (model, version, status), c in counts.items():
+            labels = folded.get((model, version))
+            if labels is None:
+                labels = folded[(model, version)] = self._labels(model, version)
+            key = (*labels, status)
+            totals[key] = totals.get(key, 0) + c
+        for (model, version, status), c in totals.items():
             self.predictions.labels(model, version, status).inc(c)
-        if n and topic:
-            self.events.labels(topic).inc(n)
+        latencies: dict[str, list[float]] = {}
+        for model, version, lat in map(_MODEL_VERSION_LATENCY, compress(stored, map(eq, map(_STATUS, stored), repeat("ok")))):
+            if lat is not None:
+                latencies.setdefault(folded[(model, version)][0], []).append(lat)
+        for model, values in latencies.items():
+            _observe_all(self.latency.labels(model), values)
+        if topic:
+            self.events.labels(topic).inc(len(stored))
 
     def observe_feedback(self, stored: Iterable[Feedback], topic: str | None) -> None:
-        counts: dict[str, int] = {}
-        n = 0
-        for f in stored:
-            n += 1
-            model = self._model_label(f.model)
-            counts[model] = counts.get(model, 0) + 1
-        for model, c in counts.items():
+        stored = stored if isinstance(stored, list) else list(stored)
+        if not stored:
+            return
+        totals: dict[str, int] = {}
+        for model, c in collections.Counter(map(_MODEL, stored)).items():
+            label = self._model_label(model)
+            totals[label] = totals.get(label, 0) + c
+        for model, c in totals.items():
             self.feedback.labels(model).inc(c)
-        if n and topic:
-            self.events.labels(topic).inc(n)
+        if topic:
+            self.events.labels(topic).inc(len(stored))
 
     def observe_dead_letters(self, reasons: Iterable[str]) -> None:
         counts: dict[str, int] = {}

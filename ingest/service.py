@@ -27,6 +27,8 @@ Both cores work: this loop fetches, decodes and validates (parse_records) batch
 N+1 while the writer thread stores batch N; at most MAX_IN_FLIGHT parsed
 batches wait for the writer, and beyond that partitions are paused (memory stays
 bounded, never a growing queue). Batches are written and committed in order.
+With `ingest.write_process` the writer thread runs each transaction in a
+child process (modelmon.ingest.store_process), so the two do not share a GIL.
 
 The Kafka library sits behind `consumer_base.Consumer` (`kafka.client`:
 kafka-python or confluent-kafka), so these guarantees are written once.
@@ -52,6 +54,7 @@ from modelmon.ingest.consumer_kafka_python import consumer_settings as consumer_
 from modelmon.ingest.deadletter_limit import DeadLetterLimit, cut
 from modelmon.ingest.kafka_logs import summarised_broker_logs
 from modelmon.ingest.metrics import IngestMetrics
+from modelmon.ingest.store_process import store_process_for
 from modelmon.ingest.writer import BatchWriter, Job
 from modelmon.store.rollups import Specs
 
@@ -84,6 +87,7 @@ class IngestService:
             ing.db_retry_initial, ing.db_retry_max,
             on_db_error=metrics.db_errors.inc if metrics else None,
             specs=Specs(cfg), max_future_skew=ing.max_future_skew,
+            store_process=store_process_for(cfg, engine),
         )
         self.limit = DeadLetterLimit(ing.dead_letter_limit_share, ing.dead_letter_limit_messages)
         self.consumer: Consumer | None = None

@@ -8,6 +8,11 @@ the polling loop holds its offsets back; when the store refuses the batch
 itself (too large, too slow, or an event it will not take), retrying cannot
 help, so the batch is split in halves, recursively, and only single events
 the store refuses become `store_rejected` dead letters.
+
+With a `StoreProcess` (`ingest.write_process`, the service's default) the
+transaction itself runs in a child process (`modelmon.ingest.store_process`):
+this thread keeps the retry / split / reject logic and waits on the pipe, so the
+store's Python CPU no longer shares a GIL with the consumer loop.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import sqlalchemy as sa
 from modelmon.contract import Feedback, Prediction
 from modelmon.ingest.batch import Batch, Parsed, dead_letter, parse_records
 from modelmon.ingest.errors import Failure, classify
+from modelmon.ingest.errors import short_text as _short
+from modelmon.ingest.store_process import StoreProcess
 from modelmon.store.rollups import Specs
+from modelmon.store.statistics import PartitionAnalyzer
 from modelmon.store.writes import BatchOutcome, DeadLetter, Position, write_batch
 
 log = logging.getLogger(__name__)
@@ -75,8 +83,11 @@ class BatchWriter:
         specs: Specs | None = None,
         max_future_skew: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
+        store_process: StoreProcess | None = None,
     ) -> None:
         self.engine = engine
+        # Where transactions run: a child process, or (None) this process's engine.
+        self.store_process = store_process
         self.specs = specs  # rollup specs of the configuration (None: built-in defaults)
         self.predictions_topic = predictions_topic
         self.feedback_topic = feedback_topic
@@ -87,6 +98,7 @@ class BatchWriter:
         self.retry_max = retry_max
         self.on_db_error = on_db_error  # called on every failed attempt, whatever the error
         self.clock = clock
+        self.statistics = PartitionAnalyzer()
         # Read by the status line: since when the store is unreachable (connection
         # failures only), and the last failure of any kind (None after a success).
         self.failing_since: float | None = None
@@ -126,6 +138,8 @@ class BatchWriter:
                 self._busy_from = None
 
     def start(self) -> None:
+        if self.store_process is not None:
+            self.store_process.start()
         self._thread.start()
 
     def submit(self, job: Job) -> Job:
@@ -135,6 +149,8 @@ class BatchWriter:
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+        if self.store_process is not None:
+            self.store_process.stop()
 
     def process(self, job: Job) -> None:
         """Parse and store a job in the calling thread (what the writer thread does
@@ -264,10 +280,10 @@ class BatchWriter:
     def _write(self, part: _Part) -> BatchOutcome:
         preds = [(ev, pos) for kind, ev, pos in part.items if kind == "p"]
         fbs = [(ev, pos) for kind, ev, pos in part.items if kind == "f"]
+        if self.store_process is not None:  # the same transaction, in the child
+            return self.store_process.write(preds, fbs, part.dead_letters)  # type: ignore[arg-type]
         with self.engine.begin() as conn:
-            return write_batch(conn, preds, fbs, part.dead_letters, specs=self.specs)  # type: ignore[arg-type]
-
-
-def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+            out = write_batch(conn, preds, fbs, part.dead_letters, specs=self.specs)  # type: ignore[arg-type]
+        # Committed: keep the planner's picture of the partitions it filled current.
+        self.statistics.stored(self.engine, (p.ts for p in out.stored_predictions))
+        return out

@@ -135,6 +135,11 @@ class IngestConfig(_Section):
     dead_letter_limit_messages: int = Field(1000, ge=10)
     # `modelmon ingest` serves /metrics, /healthz and /readyz here (0 = any free port).
     http_port: int = Field(9465, ge=0, le=65535)
+    # Store transactions run in a child process of their own, so the consumer
+    # (polling, decoding) and the store writes each have a core and a GIL;
+    # false keeps them on a thread of the ingest process. An in-memory SQLite
+    # store always stays in the process.
+    write_process: bool = True
 
     @model_validator(mode="after")
     def _bytes_fit(self) -> IngestConfig:

@@ -22,7 +22,10 @@ fast one.
 
 The digest (`digest`) is SHA-256 of the json module's canonical text of the
 event; the compiled path hashes msgspec's text instead when it is byte-identical
-(`_canonical`), which it is for ASCII events without exotic floats.
+(`_canonical`), which it is for ASCII events without exotic floats (told from
+the values of the numbers when an event has no `features`: `_checked_digest`).
+Valid events take fast paths (binary scores, labels and class names inline);
+whatever is unusual takes the general functions, with the same results.
 
 Class labels are compared as text after `normalize_label`:
   * booleans and the strings "true"/"false" (any case) become "1" / "0";
@@ -88,7 +91,7 @@ def normalize_label(value: Any) -> str:
     raise ContractError("wrong_type", f"a class label must be a string, integer or boolean, got {type(value).__name__}")
 
 
-class Prediction(msgspec.Struct, frozen=True):
+class Prediction(msgspec.Struct, frozen=True, gc=False):
     """A valid prediction log, as stored (a Struct: cheap to build, pickles across processes)."""
 
     request_id: str
@@ -108,7 +111,7 @@ class Prediction(msgspec.Struct, frozen=True):
     digest: str
 
 
-class Feedback(msgspec.Struct, frozen=True):
+class Feedback(msgspec.Struct, frozen=True, gc=False):
     """A valid feedback event, as stored."""
 
     request_id: str
@@ -126,6 +129,8 @@ _SORTED = msgspec.json.Encoder(order="sorted")
 # Digits -> "0" and "E" -> "e", to find a number in exponent form with one `in`.
 _DIGITS = bytes.maketrans(b"0123456789E", b"0000000000e")
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+# Bytes as integers: `int in bytes` is a plain scan, several times cheaper than `b"\x7f" in bytes`.
+_DEL, _BACKSLASH = 0x7F, 0x5C
 
 
 def digest(obj: dict[str, Any]) -> str:
@@ -164,9 +169,54 @@ def _canonical(data: bytes) -> bool:
     Text that merely looks like those ("v1e5", "10.00005") takes the reference
     path too, which is slower, never wrong.
     """
-    return (data.isascii() and b"\x7f" not in data and b"0.0000" not in data
+    return (data.isascii() and _DEL not in data and b"0.0000" not in data
             and b"0e" not in data.translate(_DIGITS))
 
+
+# A float is written alike by msgspec and the json module when 0 or in [1e-4, 1e16)
+# (outside, 1e16 vs 1e+16 and 0.00001 vs 1e-05); integers always are.
+def _prediction_digest(ev: PredictionEvent, raw: bytes) -> str:
+    """`_fast_digest` of a prediction decoded from `raw`, its numbers checked by value.
+
+    Without `features`, the numbers of a prediction are its timestamp, scores and
+    latency: their values tell whether msgspec's text is canonical faster than a
+    scan of the text does (`_checked_digest`, inlined: this runs per event).
+    Probabilities of 0 and the rest take that scan.
+    """
+    ts, latency, scores = ev.timestamp, ev.latency_ms, ev.scores
+    data = _SORTED.encode(ev)
+    if (
+        (not ev.features  # UNSET, None or {}
+         and (type(ts) is not float or 1e-4 <= ts < 1e16 or ts == 0.0)
+         and (type(latency) is not float or 1e-4 <= latency < 1e16 or latency == 0.0)
+         and (not scores or min(scores.values()) >= 1e-4)  # probabilities: <= 1
+         and raw.isascii() and _DEL not in raw)
+        or _canonical(data)
+    ):
+        return _sha256(data).hexdigest()[:32]
+    return digest(msgspec.to_builtins(ev))
+
+
+def _feedback_digest(ev: FeedbackEvent, raw: bytes) -> str:
+    """`_fast_digest` of a feedback event decoded from `raw` (its one number: the timestamp)."""
+    ts = ev.timestamp
+    return _checked_digest(ev, raw, type(ts) is not float or 1e-4 <= ts < 1e16 or ts == 0.0)
+
+
+def _checked_digest(ev: msgspec.Struct, raw: bytes, plain_numbers: bool) -> str:
+    """`_fast_digest(ev)`, told canonical by `plain_numbers` and the raw text when it can.
+
+    An event decoded from `raw` (no \\u escape reaches the compiled path, and
+    the escapes \\" \\\\ \\n ... are written alike) has ASCII text without DEL
+    when `raw` has; with numbers written alike too, msgspec's text is canonical.
+    """
+    data = _SORTED.encode(ev)
+    if (plain_numbers and raw.isascii() and _DEL not in raw) or _canonical(data):
+        return _sha256(data).hexdigest()[:32]
+    return digest(msgspec.to_builtins(ev))
+
+
+_sha256 = hashlib.sha256
 
 # -- post-decode rules -----------------------------------------------------------
 
@@ -310,16 +360,16 @@ def score_summary(scores: dict[str, float] | None, predicted: str) -> tuple[floa
     return score_pred, top, entropy
 
 
+# normalize_label of a string after strip(): these two words (any case) are booleans.
+_BOOL_WORDS = {"true": "1", "false": "0"}
+
+
 def _typed_scores(value: dict[str, int | float]) -> dict[str, float]:
     """`scores_of` for a value msgspec already typed (keys, ranges): normalise, no twins, sum <= 1."""
     out: dict[str, float] = {}
     for key, p in value.items():
         label = key.strip()  # normalize_label of a string, inlined: this runs per class per event
-        low = label.lower()
-        if low == "true":
-            label = "1"
-        elif low == "false":
-            label = "0"
+        label = _BOOL_WORDS.get(label.lower(), label)
         if not label or label in out:
             return scores_of(value)  # raises, with the usual wording
         out[label] = float(p)
@@ -328,49 +378,141 @@ def _typed_scores(value: dict[str, int | float]) -> dict[str, float]:
     return out
 
 
+def _label(value: Any, field: str) -> str:
+    """`label_of` for a value msgspec typed: text and integers inline, the rest (and refusals) there."""
+    kind = type(value)
+    if kind is str:
+        text = value.strip()
+        text = _BOOL_WORDS.get(text.lower(), text)
+    elif kind is int:
+        text = str(value)
+    else:
+        return label_of(value, field)
+    if text and len(text) <= MAX_LABEL:
+        return text
+    return label_of(value, field)  # raises, with the usual wording
+
+
+def _class_name(key: str) -> str:
+    """normalize_label of a class name msgspec typed as text, remembered for the next events."""
+    name = key.strip()
+    name = _BOOL_WORDS.get(name.lower(), name)
+    if len(_CLASS_NAMES) < _MAX_CLASS_NAMES:
+        _CLASS_NAMES[key] = name
+    return name
+
+
+# Class names as sent -> normalised: a model has a few, sent with every event.
+_CLASS_NAMES: dict[str, str] = {}
+_MAX_CLASS_NAMES = 4096
+
+
+def _scored(value: Any, predicted: str) -> tuple[
+    dict[str, float] | None, float | None, float | None, float | None
+]:
+    """msgspec-typed scores -> (scores, score_pred, score_max, entropy).
+
+    `_typed_scores` + `score_summary`, with one and two classes (binary models,
+    the common case) inline; anything unusual (a class name blank or twice after
+    normalisation, a sum above 1, more classes) takes the general path. The
+    floats are bit-identical to `score_summary`'s: the same operations in the
+    same order (max keeps the first of equals; sum adds to 0.0 left to right,
+    which for one or two terms is also what compensated summation gives).
+    """
+    if not value:  # UNSET is false, like None
+        return None, None, None, None
+    n = len(value)
+    if n == 2:
+        (k0, p0), (k1, p1) = value.items()
+        k0 = _CLASS_NAMES.get(k0) or _class_name(k0)
+        k1 = _CLASS_NAMES.get(k1) or _class_name(k1)
+        p0 = float(p0)
+        p1 = float(p1)
+        total = p0 + p1
+        if not (k0 and k1 and k0 != k1 and total <= 1.0 + 1e-6):
+            return _scored_general(value, predicted)
+        scores = {k0: p0, k1: p1}
+        score_pred = p0 if predicted == k0 else p1 if predicted == k1 else None
+    elif n == 1:
+        (k0, p0), = value.items()
+        k0 = _CLASS_NAMES.get(k0) or _class_name(k0)
+        if not k0:
+            return _scored_general(value, predicted)
+        p0 = float(p0)
+        scores = {k0: p0}
+        p1 = 1.0 - p0  # a single score: the other class of a binary model
+        score_pred = p0 if predicted == k0 else p1
+        total = p0 + p1
+    else:
+        return _scored_general(value, predicted)
+    top = p1 if p1 > p0 else p0
+    if not total > 0:
+        return scores, score_pred, top, None
+    s = 0.0
+    if p0 > 0:
+        q = p0 / total
+        s += q * _log(q)
+    if p1 > 0:
+        q = p1 / total
+        s += q * _log(q)
+    entropy = -s
+    return scores, score_pred, top, (0.0 if entropy < 0.0 else entropy)
+
+
+_log = math.log
+
+
+def _scored_general(value: dict[str, Any], predicted: str) -> tuple[
+    dict[str, float] | None, float | None, float | None, float | None
+]:
+    scores = _typed_scores(value)  # raises on a refusal
+    return scores, *score_summary(scores, predicted)
+
+
 def _prediction(ev: PredictionEvent, dig: str) -> Prediction:
     """A decoded PredictionEvent -> Prediction, after the rules its type cannot state.
 
     Optional fields are a value, None or UNSET; msgspec has checked types and
     ranges, so what is left is normalisation and the cross-field rules.
     """
-    ts = ev.timestamp
-    predicted = label_of(ev.prediction, "prediction")
-    scores = _typed_scores(ev.scores) if ev.scores else None  # UNSET is false, like None
+    predicted = _label(ev.prediction, "prediction")
+    scores, score_pred, score_max, entropy = _scored(ev.scores, predicted)
     latency = ev.latency_ms
     if latency is UNSET or latency is None:
         latency = None
-    elif isinstance(latency, int) and latency >= MAX_LATENCY_MS:  # no msgspec bound past 2**63
-        latency_of(latency)
-    score_pred, score_max, entropy = score_summary(scores, predicted)
+    else:
+        if isinstance(latency, int) and latency >= MAX_LATENCY_MS:  # no msgspec bound past 2**63
+            latency_of(latency)
+        latency = float(latency) / 1000.0
+    ts = ev.timestamp
     return Prediction(
-        request_id=ev.request_id,
-        model=ev.model,
-        model_version=ev.model_version or "unknown",
-        ts=parse_timestamp(ts) if isinstance(ts, str) else float(ts),  # numbers: range checked
-        prediction=predicted,
-        scores=scores,
-        score_pred=score_pred,
-        score_max=score_max,
-        entropy=entropy,
-        latency_seconds=None if latency is None else float(latency) / 1000.0,
-        status=ev.status or "ok",
-        slices=ev.slices or None,
-        features=ev.features or None,
-        schema_version=ev.schema_version or 1,
-        digest=dig,
+        ev.request_id,
+        ev.model,
+        ev.model_version or "unknown",
+        parse_timestamp(ts) if type(ts) is str else float(ts),  # numbers: range checked
+        predicted,
+        scores,
+        score_pred,
+        score_max,
+        entropy,
+        latency,
+        ev.status or "ok",
+        ev.slices or None,
+        ev.features or None,
+        ev.schema_version or 1,
+        dig,
     )
 
 
 def _feedback(ev: FeedbackEvent, dig: str) -> Feedback:
     ts = ev.timestamp
     return Feedback(
-        request_id=ev.request_id,
-        model=ev.model,
-        label=label_of(ev.label, "label"),
-        ts=parse_timestamp(ts) if isinstance(ts, str) else float(ts),
-        schema_version=ev.schema_version or 1,
-        digest=dig,
+        ev.request_id,
+        ev.model,
+        _label(ev.label, "label"),
+        parse_timestamp(ts) if type(ts) is str else float(ts),
+        ev.schema_version or 1,
+        dig,
     )
 
 
@@ -526,32 +668,37 @@ def _refuse(obj: Any, kind: type[msgspec.Struct], parse: Any) -> Any:
     return parse(obj)
 
 
-def _decode_event(raw: bytes, max_bytes: int, decoder: Any, struct: Any, parse: Any, build: Any) -> Any:
-    """Raw Kafka value -> event in one compiled pass; `parse(decode(...))` otherwise.
+def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
+    """Raw Kafka value -> Prediction in one compiled pass; `parse_prediction(decode(...))` otherwise.
 
     Messages with \\u escapes (which may hide a NUL or a lone surrogate) and
     every refused message take the two-step path, which words the refusal.
     """
-    _check_size(raw, max_bytes)
-    if b"\\u" in raw:
-        return parse(decode(raw, max_bytes))
+    if raw is None or len(raw) > max_bytes or (_BACKSLASH in raw and b"\\u" in raw):
+        return parse_prediction(decode(raw, max_bytes))  # decode() refuses a tombstone or oversize
     try:
-        ev = decoder.decode(raw)
+        ev = _PREDICTIONS.decode(raw)
     except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
-        return _refuse(decode(raw, max_bytes), struct, parse)
+        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse(decode(raw, max_bytes))  # decode() words it
+        return parse_prediction(decode(raw, max_bytes))  # decode() words it
     try:
-        return build(ev, _fast_digest(ev))
+        return _prediction(ev, _prediction_digest(ev, raw))
     except ContractError:
-        return _refuse(decode(raw, max_bytes), struct, parse)
-
-
-def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
-    """Raw Kafka value -> Prediction in one compiled pass (see `_decode_event`)."""
-    return _decode_event(raw, max_bytes, _PREDICTIONS, PredictionEvent, parse_prediction, _prediction)
+        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
 
 
 def decode_feedback(raw: bytes, max_bytes: int) -> Feedback:
-    """Raw Kafka value -> Feedback in one compiled pass (see `_decode_event`)."""
-    return _decode_event(raw, max_bytes, _FEEDBACK, FeedbackEvent, parse_feedback, _feedback)
+    """Raw Kafka value -> Feedback in one compiled pass (as `decode_prediction`)."""
+    if raw is None or len(raw) > max_bytes or (_BACKSLASH in raw and b"\\u" in raw):
+        return parse_feedback(decode(raw, max_bytes))
+    try:
+        ev = _FEEDBACK.decode(raw)
+    except msgspec.ValidationError:
+        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return parse_feedback(decode(raw, max_bytes))
+    try:
+        return _feedback(ev, _feedback_digest(ev, raw))
+    except ContractError:
+        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)

@@ -21,13 +21,14 @@ raw rows (`modelmon.store.rebuild`).
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import add, itemgetter
 from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 
 from modelmon.config import Config, ResolvedModel
@@ -45,6 +46,7 @@ from modelmon.store.tables import (
 UNLABELLED = ""  # rollup_classes.label of predictions without a label
 MISSING_SLICE = "__missing__"
 OTHER_SLICE = "__other__"
+_NO_SLICES: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,17 @@ def calibration_bin(conf: float, bins: int) -> int:
     return bins - 1 if conf >= 1.0 else math.floor(conf * bins)
 
 
+class _ModelParts(NamedTuple):
+    """What counting a model's events needs, looked up once per batch and model."""
+
+    spec: ModelSpec
+    fine: int
+    sketch_key: Callable[[float], int]
+    thresholds: tuple[float, ...]
+    confidence_threshold: float
+    flags: dict[tuple[str, str | None], tuple[int, ...]]  # (prediction, label) -> slice flags
+
+
 @dataclass(slots=True)
 class Delta:
     """Increments per rollup row key, accumulated over a batch."""
@@ -134,6 +147,8 @@ class Delta:
     # Events are counted into fine buckets only; `with_coarse` adds the coarse
     # ones from those (a batch has far fewer fine rows than events).
     coarse: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, fine) -> coarse
+    # What `add_prediction` (one event per call: rebuild) looked up per model.
+    parts: dict[str, _ModelParts] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return any((self.requests, self.classes, self.calibration, self.slices, self.good, self.sketches))
@@ -143,54 +158,94 @@ class Delta:
     def add_prediction(self, ev: Event, spec: ModelSpec, admitted: set[tuple[str, str, str]]) -> None:
         """A newly stored prediction (with the label it was stored with, if any),
         counted in its fine bucket."""
-        model, version, ts = ev.model, ev.model_version, ev.ts
-        fine = self._fine(model, spec)
-        key = (model, fine, int(ts // fine) * fine, version)
-        if ev.status != "ok":
-            r = self.requests.get(key)
+        mp = self.parts.get(ev[0])
+        if mp is not None and mp.spec is not spec:  # another spec for the model: look again
+            del self.parts[ev[0]]
+        self.add_predictions((ev,), lambda _model: spec, admitted, self.parts)
+
+    def add_predictions(
+        self, events: Iterable[tuple[Any, ...]], spec_of: Callable[[str], ModelSpec],
+        admitted: set[tuple[str, str, str]], parts: dict[str, _ModelParts] | None = None,
+    ) -> None:
+        """Newly stored predictions (each with the label it was stored with, if any),
+        counted in their fine buckets, in order.
+
+        `events` are Events or plain tuples in Event's field order: the ingest hot
+        path builds them column-wise, without a Python call per event. Per event
+        this is a handful of dict updates; what depends on the model alone is
+        looked up once per model (`_ModelParts`).
+        """
+        requests, classes, sketches, good = self.requests, self.classes, self.sketches, self.good
+        slices = self.slices
+        parts = {} if parts is None else parts
+        for ev in events:
+            model, version, ts, prediction, status, score_pred, score_max, entropy, lat, _, label, _ = ev
+            mp = parts.get(model)
+            if mp is None:
+                mp = parts[model] = self._model_parts(model, spec_of(model))
+            fine = mp.fine
+            bucket = int(ts // fine) * fine
+            key = (model, fine, bucket, version)
+            r = requests.get(key)
             if r is None:
-                r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ts]
+                r = requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ts]
             r[0] += 1
-            r[1] += 1
             if ts > r[10]:
                 r[10] = ts
-            return
-        r = self.requests.get(key)
-        if r is None:
-            r = self.requests[key] = [0, 0, 0, 0, 0.0, 0, 0, 0.0, 0, 0.0, ts]
-        r[0] += 1
-        if ts > r[10]:
-            r[10] = ts
-        lat = ev.latency_seconds
-        if lat is not None:
-            r[2] += 1
-            sk = (model, fine, key[2], version, "latency", sketch.key_function(spec.accuracy)(lat))
-            self.sketches[sk] = self.sketches.get(sk, 0) + 1
-            for t in spec.thresholds:
-                if lat <= t:
-                    gk = (model, fine, key[2], version, t)
-                    self.good[gk] = self.good.get(gk, 0) + 1
-        smax = ev.score_max
-        if smax is not None:
-            r[3] += 1
-            r[4] += smax
-            if smax < spec.confidence_threshold:
-                r[5] += 1
-        if ev.entropy is not None:
-            r[6] += 1
-            r[7] += ev.entropy
-        if ev.score_pred is not None:
-            r[8] += 1
-            r[9] += ev.score_pred
-        label = ev.label
-        ck = (model, fine, key[2], version, ev.prediction, UNLABELLED if label is None else label)
-        self.classes[ck] = self.classes.get(ck, 0) + 1
-        if spec.slices:
-            flags = _slice_flags(ev.prediction, label, spec.positive, selected_too=True)
-            for attr_value in self._slice_values(ev, spec, admitted):
-                self._add_slice((*key, *attr_value), flags)
-        if label is not None:
-            self._add_labelled(key, self._label_parts(ev, label, ev.label_ts, spec))
+            if status != "ok":
+                r[1] += 1
+                continue
+            if lat is not None:
+                r[2] += 1
+                sk = (model, fine, bucket, version, "latency", mp.sketch_key(lat))
+                sketches[sk] = sketches.get(sk, 0) + 1
+                for t in mp.thresholds:
+                    if lat <= t:
+                        gk = (model, fine, bucket, version, t)
+                        good[gk] = good.get(gk, 0) + 1
+            if score_max is not None:
+                r[3] += 1
+                r[4] += score_max
+                if score_max < mp.confidence_threshold:
+                    r[5] += 1
+            if entropy is not None:
+                r[6] += 1
+                r[7] += entropy
+            if score_pred is not None:
+                r[8] += 1
+                r[9] += score_pred
+            ck = (model, fine, bucket, version, prediction, UNLABELLED if label is None else label)
+            classes[ck] = classes.get(ck, 0) + 1
+            attrs = mp.spec.slices
+            if attrs:
+                flags = mp.flags.get((prediction, label))
+                if flags is None:
+                    flags = mp.flags[(prediction, label)] = _slice_flags(
+                        prediction, label, mp.spec.positive, selected_too=True)
+                values = ev[9] or _NO_SLICES
+                for attr in attrs:
+                    v = values.get(attr)
+                    if v is None:
+                        v = MISSING_SLICE
+                    else:
+                        v = str(v)
+                        if (model, attr, v) not in admitted:
+                            v = OTHER_SLICE
+                    sk = (model, fine, bucket, version, attr, v)
+                    cur = slices.get(sk)
+                    if cur is None:
+                        slices[sk] = list(flags)
+                    else:
+                        cur[:] = map(add, cur, flags)
+            if label is not None:
+                self._add_labelled(key, self._label_parts(
+                    ev if type(ev) is Event else Event._make(ev), label, ev[11], mp.spec))
+
+    def _model_parts(self, model: str, spec: ModelSpec) -> _ModelParts:
+        return _ModelParts(
+            spec, self._fine(model, spec), sketch.key_function(spec.accuracy), spec.thresholds,
+            spec.confidence_threshold, {},
+        )
 
     def add_label(
         self, ev: Event, label: str, label_ts: float | None, spec: ModelSpec,
@@ -312,7 +367,7 @@ def _slice_flags(prediction: str, label: str | None, positive: str | None, selec
 
 
 def admit_slice_values(
-    conn: sa.Connection, specs: Specs, events: Iterable[Event], now: float | None = None
+    conn: sa.Connection, specs: Specs, events: Iterable[tuple[Any, ...]], now: float | None = None
 ) -> set[tuple[str, str, str]]:
     """The (model, attribute, value) triples of these events that have their own
     slice rows: values already admitted, plus new ones while the attribute has
@@ -321,14 +376,20 @@ def admit_slice_values(
     way at insert, at a later label and in a rebuild.
     """
     wanted: dict[tuple[str, str], set[str]] = {}
+    events = events if isinstance(events, Sequence) else list(events)
+    # Most batches hold models without slice attributes: one set of models, no loop over events.
+    sliced = {m: attrs for m in set(map(itemgetter(0), events)) if (attrs := specs(m).slices)}
+    if not sliced:
+        return set()
     for ev in events:
-        attrs = specs(ev.model).slices
-        if not attrs or not ev.slices or ev.status != "ok":  # only status-ok rows have slice counts
+        model, slices, status = ev[0], ev[9], ev[4]
+        attrs = sliced.get(model)
+        if not attrs or not slices or status != "ok":  # only status-ok rows have slice counts
             continue
         for a in attrs:
-            v = ev.slices.get(a)
+            v = slices.get(a)
             if v is not None:
-                wanted.setdefault((ev.model, a), set()).add(str(v))
+                wanted.setdefault((model, a), set()).add(str(v))
     if not wanted:
         return set()
     sv = slice_values
@@ -359,7 +420,7 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, An
 
 # -- applying a delta ------------------------------------------------------------------
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ROWS_JSON = msgspec.json.Encoder()
 _SQL: dict[tuple[str, str, int], str] = {}
 
 
@@ -400,7 +461,9 @@ def upsert_add(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, .
     quote = conn.dialect.identifier_preparer.quote
     keys, values = _columns(table)
     cols = keys + values
-    rows = sorted(rows, key=lambda r: r[: len(keys)])  # one lock order for concurrent writers
+    # One lock order for concurrent writers. Keys are unique within a delta, so whole
+    # rows sort as their keys do (C-level tuple comparison, no key function).
+    rows = sorted(rows)
     conflict = (
         f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
         f"{_set_clause(table, dialect, quote)}"
@@ -414,7 +477,9 @@ def upsert_add(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, .
                 f"INSERT INTO {quote(table.name)} ({names}) "
                 f"SELECT {select} FROM jsonb_array_elements(%s::jsonb) AS r {conflict}"
             )
-        conn.exec_driver_sql(sql, (_JSON.encode(rows),))
+        # msgspec: the same values as the json module's text (floats as their shortest
+        # repr), each read back by its cast; several times faster.
+        conn.exec_driver_sql(sql, (_ROWS_JSON.encode(rows).decode(),))
         return
     sql = _SQL.get((dialect, table.name, 1))
     if sql is None:
@@ -438,16 +503,17 @@ def apply(conn: sa.Connection, delta: Delta) -> None:
 def count(
     conn: sa.Connection,
     specs: Specs,
-    inserted: Sequence[Event] = (),
+    inserted: Sequence[tuple[Any, ...]] = (),
     labelled: Sequence[tuple[Event, str, float | None]] = (),
 ) -> Delta:
-    """The delta of newly inserted predictions and of labels joined to stored ones, applied."""
+    """The delta of newly inserted predictions and of labels joined to stored ones, applied.
+
+    `inserted`: Events, or plain tuples in Event's field order."""
     delta = Delta()
     if not inserted and not labelled:
         return delta
     admitted = admit_slice_values(conn, specs, [*inserted, *(e for e, _, _ in labelled)])
-    for ev in inserted:
-        delta.add_prediction(ev, specs(ev.model), admitted)
+    delta.add_predictions(inserted, specs, admitted)
     for ev, label, label_ts in labelled:
         delta.add_label(ev, label, label_ts, specs(ev.model), admitted)
     apply(conn, delta)

@@ -33,22 +33,22 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import itemgetter
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modelmon.contract import Feedback, Prediction
-from modelmon.store import rollups, staging
+from modelmon.store import columns, driver, jsontext, rollups, staging
+from modelmon.store.columns import first_items as columns_first
 from modelmon.store.rollups import EVENT_COLUMNS, Event, Specs
 from modelmon.store.tables import dead_letters as dead_letters_t
 from modelmon.store.tables import feedback as feedback_t
 from modelmon.store.tables import ingest_conflicts
 from modelmon.store.tables import predictions as predictions_t
-
-# Bound on bind parameters per IN list (SQLite's limit was 999 before 3.32).
-_IN_CHUNK = 900
-
 
 # Kafka header naming who produced a feedback message: the API marks what it forwards,
 # so a label POSTed over HTTP reads `source: http` in the trace however it was stored.
@@ -56,12 +56,13 @@ SOURCE_HEADER = "modelmon-source"
 HEADER_SOURCES = frozenset({"http"})  # values ingest records; anything else reads as kafka
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(msgspec.Struct, frozen=True, gc=False):
     """Where an event came from in Kafka (the audit trace).
 
     `source` is the producer's own word for it (SOURCE_HEADER); None leaves the
-    batch's `source` argument in charge.
+    batch's `source` argument in charge. A Struct untracked by the garbage
+    collector (it holds no references that could form a cycle): one is built per
+    consumed message, and cheaper than a dataclass to build and to keep.
     """
 
     topic: str
@@ -72,7 +73,10 @@ class Position:
 
 def header_source(record: Any) -> str:
     """The source a Kafka record declares in its SOURCE_HEADER, else "kafka"."""
-    for key, value in getattr(record, "headers", None) or ():
+    headers = getattr(record, "headers", None)
+    if not headers:  # the common case, once per consumed message
+        return "kafka"
+    for key, value in headers:
         if key == SOURCE_HEADER and isinstance(value, bytes | bytearray):
             text = bytes(value).decode("utf-8", "replace")
             if text in HEADER_SOURCES:
@@ -148,42 +152,43 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
 # Rows per multi-row INSERT: 500 x 21 columns stays under SQLite's and
 # PostgreSQL's bind-parameter limits.
 _ROWS_PER_INSERT = 500
-_SQL_CACHE: dict[tuple[str, str, int], str] = {}
+_SQL_CACHE: dict[tuple[str, tuple[str, ...], int], str] = {}
 
 
 def _insert_returning_keys(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    conn: sa.Connection, table: sa.Table, names: Sequence[str], values: Sequence[Sequence[Any]]
 ) -> set[tuple[str, str]]:
-    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING the inserted (model, request_id).
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING the inserted (model, request_id),
+    of rows given as columns: `values` holds one sequence per name in `names`.
 
     PostgreSQL: COPY into the session's staging table, then one INSERT ... SELECT
-    (`modelmon.store.staging`). SQLite: multi-row VALUES, hand-built rather than
-    SQLAlchemy's executemany, whose per-row parameter processing costs more on the
-    ingest hot path than the database does.
+    (`modelmon.store.staging`). SQLite: multi-row VALUES (JSON columns already as
+    text), hand-built rather than SQLAlchemy's executemany, whose per-row parameter
+    processing costs more on the ingest hot path than the database does; the
+    parameters are laid out in C (`columns.flat`), the keys come back as the driver's
+    tuples (`modelmon.store.driver`).
     """
     dialect = conn.dialect.name
-    inserted: set[tuple[str, str]] = set()
     if dialect == "postgresql":
         quote = conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c) for c in columns)
+        cols = ", ".join(quote(c) for c in names)
 
         def insert(stage: str) -> str:
-            return (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM {stage} "
+            return (f"INSERT INTO {quote(table.name)} ({cols}) SELECT {cols} FROM {stage} "
                     f"ORDER BY {_KEY_ORDER} {_conflict_clause(quote, table)}")
 
-        inserted.update((m, r) for m, r in staging.copy_and_insert(conn, table, columns, rows, insert))
-        return inserted
+        return set(staging.copy_and_insert(conn, table, names, values, insert))
     if dialect != "sqlite":
         raise NotImplementedError(f"modelmon's store supports SQLite and PostgreSQL, not {dialect}")
-    for i in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[i : i + _ROWS_PER_INSERT]
-        key = (dialect, table.name, len(chunk))
+    inserted: set[tuple[str, str]] = set()
+    n = len(values[0])
+    for start in range(0, n, _ROWS_PER_INSERT):
+        count = min(_ROWS_PER_INSERT, n - start)
+        key = (table.name, tuple(names), count)
         sql = _SQL_CACHE.get(key)
         if sql is None:
-            sql = _SQL_CACHE[key] = _values_insert_sql(conn, table, columns, len(chunk))
-        json_at = [n for n, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
-        params = tuple(v for row in _encode_json(chunk, json_at) for v in row)
-        inserted.update((m, r) for m, r in conn.exec_driver_sql(sql, params))
+            sql = _SQL_CACHE[key] = _values_insert_sql(conn, table, names, count)
+        inserted.update(driver.fetch_all(conn, sql, columns.flat(values, start, start + count)))
     return inserted
 
 
@@ -194,10 +199,11 @@ _KEY_ORDER = "model, request_id"
 
 
 def _pg_insert_new_predictions(
-    conn: sa.Connection, rows: Sequence[tuple[Any, ...]]
+    conn: sa.Connection, values: Sequence[Sequence[Any]]
 ) -> dict[tuple[str, str], tuple[str | None, float | None]]:
-    """Insert the predictions whose (model, request_id) is not stored yet, each with the
-    label of its stored feedback; (model, request_id) -> (label, label_ts) of those inserted.
+    """Insert the predictions (columns in _STAGED_PREDICTION_COLUMNS order) whose
+    (model, request_id) is not stored yet, each with the label of its stored
+    feedback; (model, request_id) -> (label, label_ts) of those inserted.
 
     One statement over the staging table: the lookup of stored requests, the label
     join and the insert. Both probes are LATERAL ... LIMIT 1, one index probe per
@@ -223,7 +229,7 @@ def _pg_insert_new_predictions(
             f"{_conflict_clause(quote, predictions_t)}, label, label_ts"
         )
 
-    returned = staging.copy_and_insert(conn, predictions_t, cols, rows, insert)
+    returned = staging.copy_and_insert(conn, predictions_t, cols, values, insert)
     return {(m, r): (label, label_ts) for m, r, label, label_ts in returned}
 
 
@@ -246,19 +252,6 @@ def _values_insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[s
     )
 
 
-def _encode_json(rows: Sequence[tuple[Any, ...]], json_at: list[int]) -> Iterable[list[Any]]:
-    """Rows with their JSON columns as JSON text (None stays SQL NULL)."""
-    for row in rows:
-        out = list(row)
-        for n in json_at:
-            if out[n] is not None:
-                out[n] = _JSON.encode(out[n])
-        yield out
-
-
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def _pos(position: Position | None) -> tuple[str | None, int | None, int | None]:
     if position is None:
         return None, None, None
@@ -272,31 +265,54 @@ def _by_model(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return out
 
 
+_REST = itemgetter(slice(1, None))
+
+
 def _lookup(
     conn: sa.Connection, table: sa.Table, keys: Iterable[tuple[str, str]], *columns: sa.Column
 ) -> dict[tuple[str, str], tuple[Any, ...]]:
-    """(model, request_id) -> selected columns, for the keys that exist."""
+    """(model, request_id) -> selected columns, for the keys that exist.
+
+    One statement per model, its request ids in one JSON parameter (no statement
+    with thousands of placeholders), probed key by key through the (model,
+    request_id) index; the rows come back as the driver's tuples (JSON columns
+    decoded as SQLAlchemy would).
+    """
     found: dict[tuple[str, str], tuple[Any, ...]] = {}
+    sql = _lookup_sql(conn, table, columns)
     pg = conn.dialect.name == "postgresql"
+    decode = [n for n, c in enumerate(columns, 1) if isinstance(c.type, sa.JSON)] if not pg else []
     for model, ids in _by_model(keys).items():
-        if pg:
-            # One JSON parameter instead of thousands of placeholders (see
-            # _pg_insert_sql), probed key by key through the (model, request_id)
-            # index. LATERAL fixes that plan: with `request_id IN (SELECT
-            # jsonb_array_elements_text(...))` and fresh table statistics the
-            # planner chose a nested loop over every row of the model times
-            # every key, quadratic (0.8 s per 2,000-key batch at 2,000 rows).
-            sql = _pg_lookup_sql(conn, table, columns)
-            for row in conn.exec_driver_sql(sql, (_JSON.encode(ids), model)):
-                found[(model, row[0])] = tuple(row[1:])
-            continue
-        for i in range(0, len(ids), _IN_CHUNK):
-            stmt = sa.select(table.c.request_id, *columns).where(
-                table.c.model == model, table.c.request_id.in_(ids[i : i + _IN_CHUNK])
-            )
-            for row in conn.execute(stmt):
-                found[(model, row[0])] = tuple(row[1:])
+        params = (jsontext.encode(ids), model) if pg else (model, jsontext.encode(ids))
+        rows = driver.fetch_all(conn, sql, params)
+        if decode:  # SQLite keeps JSON as text
+            rows = [_decoded(row, decode) for row in rows]
+        keys_found = zip(repeat(model), map(columns_first, rows))  # noqa: B905 (repeat is endless)
+        found.update(zip(keys_found, map(_REST, rows), strict=False))
     return found
+
+
+def _decoded(row: tuple[Any, ...], at: Sequence[int]) -> tuple[Any, ...]:
+    out = list(row)
+    for n in at:
+        if out[n] is not None:
+            out[n] = json.loads(out[n])
+    return tuple(out)
+
+
+def _lookup_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[sa.Column]) -> str:
+    if conn.dialect.name == "postgresql":
+        return _pg_lookup_sql(conn, table, columns)
+    key = ("sqlite-lookup", table.name, ",".join(c.name for c in columns))
+    sql = _LOOKUP_CACHE.get(key)
+    if sql is None:
+        quote = conn.dialect.identifier_preparer.quote
+        cols = ", ".join(quote(c.name) for c in columns)
+        sql = _LOOKUP_CACHE[key] = (
+            f"SELECT {quote('request_id')}, {cols} FROM {quote(table.name)} "
+            f"WHERE {quote('model')} = ? AND {quote('request_id')} IN (SELECT value FROM json_each(?))"
+        )
+    return sql
 
 
 def _pg_lookup_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[sa.Column]) -> str:
@@ -306,6 +322,10 @@ def _pg_lookup_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[sa.Co
         quote = conn.dialect.identifier_preparer.quote
         cols = ", ".join(f"t.{quote(c.name)}" for c in columns)
         sql = _LOOKUP_CACHE[key] = (
+            # LATERAL fixes the plan: with `request_id IN (SELECT
+            # jsonb_array_elements_text(...))` and fresh table statistics the
+            # planner chose a nested loop over every row of the model times
+            # every key, quadratic (0.8 s per 2,000-key batch at 2,000 rows).
             f"SELECT k.rid, {cols} FROM jsonb_array_elements_text(%s::jsonb) AS k(rid) "
             f"CROSS JOIN LATERAL (SELECT * FROM {quote(table.name)} AS t "
             # LIMIT (the key is unique anyway) keeps PostgreSQL from flattening
@@ -322,10 +342,13 @@ def _dedupe(items: Sequence[tuple[Any, Position | None]]) -> tuple[
     dict[tuple[str, str], tuple[Any, Position | None]], list[tuple[Any, Position | None]]
 ]:
     """First occurrence per (model, request_id) wins; the rest are returned as repeats."""
-    first: dict[tuple[str, str], tuple[Any, Position | None]] = {}
+    keys = columns.keys(list(map(columns_first, items)))
+    first = dict(zip(keys, items, strict=True))
+    if len(first) == len(items):  # no key twice: the usual batch, built in C
+        return first, []
+    first = {}
     repeats: list[tuple[Any, Position | None]] = []
-    for item in items:
-        key = (item[0].model, item[0].request_id)
+    for key, item in zip(keys, items, strict=True):
         if key in first:
             repeats.append(item)
         else:
@@ -388,11 +411,20 @@ _FEEDBACK_COLUMNS = (
     "model", "request_id", "label", "ts", "source", "topic", "partition", "offset", "digest",
     "ingested_at",
 )
-_PREDICTION_COLUMNS = (
+# A prediction's attributes in the order of its staged columns (then its position,
+# digest, ingested_at); columns 5, 11 and 12 are JSON.
+_PREDICTION_FIELDS = (
     "model", "model_version", "request_id", "ts", "prediction", "scores", "score_pred",
     "score_max", "entropy", "latency_seconds", "status", "slices", "features", "schema_version",
-    "label", "label_ts", "topic", "partition", "offset", "digest", "ingested_at",
+    "digest",
 )
+_JSON_AT = (5, 11, 12)
+_STAGED_PREDICTION_COLUMNS = (*_PREDICTION_FIELDS[:14], "topic", "partition", "offset", "digest",
+                              "ingested_at")
+_PREDICTION_COLUMNS = (*_STAGED_PREDICTION_COLUMNS, "label", "label_ts")
+# Event's fields (rollups) among the staged columns: model, model_version, ts,
+# prediction, status, score_pred, score_max, entropy, latency_seconds, slices.
+_EVENT_AT = (0, 1, 3, 4, 10, 6, 7, 8, 9, 11)
 
 
 def _settle(
@@ -406,12 +438,19 @@ def _settle(
     out: BatchOutcome,
 ) -> list[Any]:
     """After the insert: count the events not inserted as duplicates or conflicts; the stored ones."""
-    losers = [item for key, item in first.items() if key not in inserted] + repeats
-    known = {key: ev.digest for key, (ev, _) in first.items() if key in inserted}
+    if len(inserted) == len(first):  # every first occurrence went in (inserted is a subset)
+        losers = repeats
+        stored = list(map(columns_first, first.values()))
+    else:
+        losers = [item for key, item in first.items() if key not in inserted] + repeats
+        stored = [ev for key, (ev, _) in first.items() if key in inserted]
+    # What this batch stored for the keys of its repeats (the others are looked up).
+    repeated = set(columns.keys(list(map(columns_first, repeats)))) & inserted
+    known = {key: first[key][0].digest for key in repeated}
     dup, conf = _classify_losers(conn, kind, table, losers, known, now)
     out.duplicates_by_kind[kind] = dup
     out.conflicts_by_kind[kind] = conf
-    return [ev for key, (ev, _) in first.items() if key in inserted]
+    return stored
 
 
 def _write_feedback(
@@ -422,51 +461,44 @@ def _write_feedback(
     out: BatchOutcome,
 ) -> list[Feedback]:
     first, repeats = _dedupe(items)
-    rows = []
-    for fb, position in first.values():
-        topic, partition, offset = _pos(position)
-        origin = position.source if position is not None and position.source else source
-        rows.append(
-            (fb.model, fb.request_id, fb.label, fb.ts, origin, topic, partition, offset,
-             fb.digest, now)
+    inserted: set[tuple[str, str]] = set()
+    if first:
+        fbs = list(map(columns_first, first.values()))
+        topic, partition, offset, origin = columns.positions(list(map(_SECOND, first.values())))
+        model, request_id, label, ts, digest = columns.fields(
+            fbs, ("model", "request_id", "label", "ts", "digest")
         )
-    inserted = _insert_returning_keys(conn, feedback_t, _FEEDBACK_COLUMNS, rows) if rows else set()
+        values = [model, request_id, label, ts, [s or source for s in origin], topic, partition,
+                  offset, digest, [now] * len(fbs)]
+        inserted = _insert_returning_keys(conn, feedback_t, _FEEDBACK_COLUMNS, values)
     out.stored_feedback = _settle(conn, "feedback", feedback_t, first, repeats, inserted, now, out)
     return out.stored_feedback
 
 
-def _prediction_row(
-    p: Prediction, position: Position | None, label: tuple[Any, ...] | None, now: float
-) -> tuple[Any, ...]:
-    topic, partition, offset = _pos(position)
-    return (
-        p.model, p.model_version, p.request_id, p.ts, p.prediction, p.scores,
-        p.score_pred, p.score_max, p.entropy, p.latency_seconds, p.status, p.slices,
-        p.features, p.schema_version,
-        None if label is None else label[0], None if label is None else label[1],
-        topic, partition, offset, p.digest, now,
-    )
+def _prediction_values(
+    items: Iterable[tuple[Prediction, Position | None]], now: float
+) -> list[Sequence[Any]]:
+    """Predictions as columns in _STAGED_PREDICTION_COLUMNS order (JSON columns as objects)."""
+    items = list(items)
+    cols = columns.fields(list(map(columns_first, items)), _PREDICTION_FIELDS)
+    topic, partition, offset, _ = columns.positions(list(map(_SECOND, items)))
+    return [*cols[:14], topic, partition, offset, cols[14], [now] * len(items)]
 
 
-_STAGED_PREDICTION_COLUMNS = tuple(c for c in _PREDICTION_COLUMNS if c not in ("label", "label_ts"))
+def _events(
+    values: Sequence[Sequence[Any]], label: Sequence[Any], label_ts: Sequence[Any],
+    keep: Sequence[bool] | None = None,
+) -> list[tuple[Any, ...]]:
+    """The rollup events (tuples in Event's field order) of staged prediction columns,
+    with their labels; only the rows `keep` marks, if given."""
+    cols = [*(values[n] for n in _EVENT_AT), label, label_ts]
+    if keep is not None:
+        cols = [list(compress(c, keep)) for c in cols]
+    return columns.rows(cols)
 
 
-def _staged_prediction_row(p: Prediction, position: Position | None, now: float) -> tuple[Any, ...]:
-    """A prediction's row for the staging table (its label is joined by the insert)."""
-    topic, partition, offset = _pos(position)
-    return (
-        p.model, p.model_version, p.request_id, p.ts, p.prediction, p.scores,
-        p.score_pred, p.score_max, p.entropy, p.latency_seconds, p.status, p.slices,
-        p.features, p.schema_version, topic, partition, offset, p.digest, now,
-    )
-
-
-def _event(p: Prediction, label: tuple[Any, ...] | None) -> Event:
-    return Event(
-        p.model, p.model_version, p.ts, p.prediction, p.status, p.score_pred, p.score_max,
-        p.entropy, p.latency_seconds, p.slices,
-        None if label is None else label[0], None if label is None else label[1],
-    )
+_SECOND = itemgetter(1)
+_NO_LABEL = (None, None)
 
 
 def _write_predictions(
@@ -474,30 +506,44 @@ def _write_predictions(
     items: Sequence[tuple[Prediction, Position | None]],
     now: float,
     out: BatchOutcome,
-) -> tuple[set[tuple[str, str]], list[Event]]:
+) -> tuple[set[tuple[str, str]], list[tuple[Any, ...]]]:
     """Insert; the keys inserted and their rollup events (with the label they took)."""
     first, repeats = _dedupe(items)
     inserted: set[tuple[str, str]] = set()
-    events: list[Event] = []
+    events: list[tuple[Any, ...]] = []
     if first and conn.dialect.name == "postgresql":
-        rows = [_staged_prediction_row(p, pos, now) for p, pos in first.values()]
-        taken = _pg_insert_new_predictions(conn, rows)
+        values = _prediction_values(first.values(), now)
+        taken = _pg_insert_new_predictions(conn, values)
         inserted = set(taken)
-        out.labels_joined += sum(1 for label, _ in taken.values() if label is not None)
-        events = [_event(p, taken[key] if taken[key][0] is not None else None)
-                  for key, (p, _) in first.items() if key in taken]
+        if taken:  # (a redelivered batch: nothing)
+            labels = [taken.get(key, _NO_LABEL) for key in first]
+            label, label_ts = (list(c) for c in zip(*labels, strict=True))
+            out.labels_joined += len(taken) - list(map(columns_first, taken.values())).count(None)
+            keep = None if len(taken) == len(first) else [key in taken for key in first]
+            events = _events(values, label, label_ts, keep)
     elif first:
         # The key includes ts, so a repeat of a stored prediction with another
         # timestamp would not conflict: look the requests up first, and insert
         # only new ones (a repeat is then a duplicate or a conflict as usual).
         stored = _lookup(conn, predictions_t, first.keys(), predictions_t.c.digest)
-        new = {key: item for key, item in first.items() if key not in stored}
+        new = {key: item for key, item in first.items() if key not in stored} if stored else first
         # Feedback stored earlier (or earlier in this transaction) labels the row at insert.
         labels = _lookup(conn, feedback_t, new.keys(), feedback_t.c.label, feedback_t.c.ts)
-        rows = [_prediction_row(p, pos, labels.get(key), now) for key, (p, pos) in new.items()]
-        inserted = _insert_returning_keys(conn, predictions_t, _PREDICTION_COLUMNS, rows) if rows else set()
-        out.labels_joined += sum(1 for key in inserted if key in labels)
-        events = [_event(p, labels.get(key)) for key, (p, _) in first.items() if key in inserted]
+        if new:
+            values = _prediction_values(new.values(), now)
+            if labels:
+                label, label_ts = (list(c) for c in zip(
+                    *(labels.get(key, _NO_LABEL) for key in new), strict=True))
+            else:
+                label = label_ts = [None] * len(new)
+            text = [jsontext.encode_column(v) if n in _JSON_AT else v for n, v in enumerate(values)]
+            inserted = _insert_returning_keys(
+                conn, predictions_t, _PREDICTION_COLUMNS, [*text, label, label_ts]
+            )
+            out.labels_joined += len(inserted & labels.keys())
+            if inserted:
+                keep = None if len(inserted) == len(new) else [key in inserted for key in new]
+                events = _events(values, label, label_ts, keep)
     out.stored_predictions = _settle(
         conn, "prediction", predictions_t, first, repeats, inserted, now, out
     )
@@ -512,38 +558,35 @@ def _label_existing(
 ) -> list[tuple[Event, str, float | None]]:
     """Label predictions stored before this batch with this batch's new feedback;
     the labelled predictions (as stored before) with their new label, for the rollups."""
-    todo = [fb for fb in stored_feedback if (fb.model, fb.request_id) not in skip]
+    todo = [fb for fb, key in zip(stored_feedback, columns.keys(stored_feedback), strict=True)
+            if key not in skip]
     if not todo:
         return []
     # Only predictions that exist and are unlabelled: this keeps the UPDATE
     # executemany small when most feedback precedes its prediction, and gives
     # an exact count without relying on executemany rowcounts.
-    open_keys = _lookup(
-        conn,
-        predictions_t,
-        ((fb.model, fb.request_id) for fb in todo),
-        *_EVENT_SELECT,
-    )
+    open_keys = _lookup(conn, predictions_t, columns.keys(todo), *_EVENT_SELECT)
     labelled: list[tuple[Event, str, float | None]] = []
     params = []
     for fb in todo:
         row = open_keys.get((fb.model, fb.request_id))
         if row is None or row[-2] is not None:  # no such prediction, or labelled already
             continue
-        labelled.append((Event(*row), fb.label, fb.ts))
+        labelled.append((Event._make(row), fb.label, fb.ts))
         params.append((fb.label, fb.ts, fb.model, fb.request_id))
     if not params:
         return []
     if conn.dialect.name == "postgresql":
         # Only the rows this statement labelled count in the rollups (a
         # concurrent reconcile_labels may have labelled one meanwhile).
-        done = set(conn.exec_driver_sql(
+        done = set(driver.fetch_all(
+            conn,
             "UPDATE predictions SET label = r->>0, label_ts = (r->>1)::float8 "
             "FROM jsonb_array_elements(%s::jsonb) AS r "
             "WHERE model = r->>2 AND request_id = r->>3 AND label IS NULL "
             "RETURNING model, request_id",
-            (_JSON.encode(params),),
-        ).all())
+            (jsontext.encode(params),),
+        ))
         return [item for item, (_, _, m, r) in zip(labelled, params, strict=True) if (m, r) in done]
     else:
         conn.exec_driver_sql(
