@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,10 @@ def confluent_raw_rate(cfg: Any, n: int, watch: dict[str, Any] | None = None) ->
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu(root: int | None) -> float:
+def tree_cpu(root: int | None, skip: Iterable[int | None] = ()) -> float:
     """CPU seconds (user + system) of process `root` and its live descendants, plus the
-    children it reaped (a PostgreSQL backend that exited counts in its postmaster)."""
+    children it reaped (a PostgreSQL backend that exited counts in its postmaster);
+    the subtrees of `skip` left out (servers this process started, counted apart)."""
     if not root:
         return 0.0
     stats: dict[int, tuple[int, float, float]] = {}  # pid -> (ppid, own, reaped)
@@ -181,11 +183,12 @@ def tree_cpu(root: int | None) -> float:
                                   (int(fields[13]) + int(fields[14])) / _TICK)
     if root not in stats:
         return 0.0
+    skipped = set(skip)
     total, todo = stats[root][2], [root]
     while todo:
         pid = todo.pop()
         total += stats[pid][1]
-        todo += [child for child, (ppid, _, _) in stats.items() if ppid == pid]
+        todo += [child for child, (ppid, _, _) in stats.items() if ppid == pid and child not in skipped]
     return total
 
 
@@ -196,8 +199,9 @@ class CpuWatch:
         self.pids = {"broker": broker_pid, "store": store_pid}
         self.start = self._sample()
 
-    def _sample(self) -> dict[str, float]:
-        return {"self": time.process_time(), **{k: tree_cpu(pid) for k, pid in self.pids.items()}}
+    def _sample(self) -> dict[str, float]:  # "self" takes in the store child process
+        return {"self": tree_cpu(os.getpid(), self.pids.values()),
+                **{k: tree_cpu(pid) for k, pid in self.pids.items()}}
 
     def used(self) -> dict[str, float]:
         end = self._sample()
@@ -280,12 +284,35 @@ def child_ingest(bootstrap: str, topic: str, url: str, batch_max_events: int, n:
     migrated by the parent, and it runs until the group has stored `n` rows.
     """
     if not with_rollups:
-        from modelmon.store import rollups
+        from modelmon.ingest.store_process import StoreProcess
 
-        # write_batch calls rollups.count(...) at call time: a no-op keeps everything else.
-        rollups.count = lambda *args, **kwargs: rollups.Delta()  # type: ignore[assignment]
+        without_rollups()  # for writes in this process (`ingest.write_process: false`)
+        entry = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from bench.ingest import store_child; store_child({{fd}})"
+        spawn = StoreProcess._spawn
+
+        def spawn_without_rollups(self: StoreProcess) -> None:
+            self.entry = entry
+            spawn(self)
+
+        StoreProcess._spawn = spawn_without_rollups  # type: ignore[method-assign]
     cfg = config(bootstrap, topic, url, batch_max_events, client, group)
     print(json.dumps(ingest_rate(cfg, n, migrate=group is None, shared=group is not None, pids=pids)))
+
+
+def without_rollups() -> None:
+    """Writes in this process skip rollup maintenance and do everything else."""
+    from modelmon.store import rollups
+
+    # write_batch calls rollups.count(...) at call time: a no-op keeps everything else.
+    rollups.count = lambda *args, **kwargs: rollups.Delta()  # type: ignore[assignment]
+
+
+def store_child(fd: int) -> None:
+    """The ingest store process, without rollup maintenance (the "rollups off" rows)."""
+    from modelmon.ingest.store_process import main
+
+    without_rollups()
+    main(fd)
 
 
 def start_ingest_child(*args: object) -> subprocess.Popen[bytes]:

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from modelmon.config import Config
 from modelmon.contract import Feedback, Prediction
 from modelmon.ingest.errors import Failure, StoreProcessError, classify, short_text
-from modelmon.monitors.feature_worker import shareable
+from modelmon.store.engine import shareable
 from modelmon.store.writes import BatchOutcome, DeadLetter, Position
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ class StoreProcess:
         self._lock = threading.Lock()  # start/stop against a write in flight
         self._stopped = False
         self.started = 0  # children started so far (the first one included)
+        # What the child runs, `{fd}` its end of the pipe (bench swaps in a variant).
+        self.entry = f"from {__name__} import main; main({{fd}})"
 
     @property
     def pid(self) -> int | None:
@@ -133,7 +135,7 @@ class StoreProcess:
         with child:
             fd = child.fileno()
             proc = subprocess.Popen(
-                [sys.executable, "-c", f"from {__name__} import main; main({fd})"],
+                [sys.executable, "-c", self.entry.format(fd=fd)],
                 pass_fds=(fd,), stdin=subprocess.DEVNULL,
             )
         # Only the child holds its end now: its exit reads as EOF here.

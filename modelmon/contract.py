@@ -668,37 +668,31 @@ def _refuse(obj: Any, kind: type[msgspec.Struct], parse: Any) -> Any:
     return parse(obj)
 
 
-def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
-    """Raw Kafka value -> Prediction in one compiled pass; `parse_prediction(decode(...))` otherwise.
+def _decode_event(raw: bytes, max_bytes: int, decoder: Any, struct: Any, parse: Any, build: Any, digest: Any) -> Any:
+    """Raw Kafka value -> event in one compiled pass; `parse(decode(...))` otherwise.
 
     Messages with \\u escapes (which may hide a NUL or a lone surrogate) and
     every refused message take the two-step path, which words the refusal.
     """
     if raw is None or len(raw) > max_bytes or (_BACKSLASH in raw and b"\\u" in raw):
-        return parse_prediction(decode(raw, max_bytes))  # decode() refuses a tombstone or oversize
+        return parse(decode(raw, max_bytes))  # decode() refuses a tombstone or oversize
     try:
-        ev = _PREDICTIONS.decode(raw)
+        ev = decoder.decode(raw)
     except msgspec.ValidationError:  # JSON, but not a valid event: word the first broken rule
-        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+        return _refuse(decode(raw, max_bytes), struct, parse)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse_prediction(decode(raw, max_bytes))  # decode() words it
+        return parse(decode(raw, max_bytes))  # decode() words it
     try:
-        return _prediction(ev, _prediction_digest(ev, raw))
+        return build(ev, digest(ev, raw))
     except ContractError:
-        return _refuse(decode(raw, max_bytes), PredictionEvent, parse_prediction)
+        return _refuse(decode(raw, max_bytes), struct, parse)
+
+
+def decode_prediction(raw: bytes, max_bytes: int) -> Prediction:
+    """Raw Kafka value -> Prediction in one compiled pass (see `_decode_event`)."""
+    return _decode_event(raw, max_bytes, _PREDICTIONS, PredictionEvent, parse_prediction, _prediction, _prediction_digest)
 
 
 def decode_feedback(raw: bytes, max_bytes: int) -> Feedback:
-    """Raw Kafka value -> Feedback in one compiled pass (as `decode_prediction`)."""
-    if raw is None or len(raw) > max_bytes or (_BACKSLASH in raw and b"\\u" in raw):
-        return parse_feedback(decode(raw, max_bytes))
-    try:
-        ev = _FEEDBACK.decode(raw)
-    except msgspec.ValidationError:
-        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return parse_feedback(decode(raw, max_bytes))
-    try:
-        return _feedback(ev, _feedback_digest(ev, raw))
-    except ContractError:
-        return _refuse(decode(raw, max_bytes), FeedbackEvent, parse_feedback)
+    """Raw Kafka value -> Feedback in one compiled pass (see `_decode_event`)."""
+    return _decode_event(raw, max_bytes, _FEEDBACK, FeedbackEvent, parse_feedback, _feedback, _feedback_digest)

@@ -37,11 +37,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from modelmon.config import Config, FeaturesConfig, ResolvedModel, format_duration
 from modelmon.monitors.base import Window, WindowedRow
 from modelmon.monitors.windows import trailing, window_end
+from modelmon.store.engine import shareable
 
 log = logging.getLogger("modelmon.monitors.features")
 
@@ -72,15 +72,6 @@ def has_work(conn: sa.Connection, model: str, windows: Sequence[Window]) -> bool
     start, end = min(w.start for w in windows), max(w.end for w in windows)
     found = sa.select(p.c.ts).where(p.c.model == model, p.c.ts >= start, p.c.ts < end, with_features())
     return conn.execute(found.limit(1)).first() is not None
-
-
-def shareable(url: str) -> bool:
-    """Whether another process can open the same database (not an in-memory SQLite)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return True
-    database = parsed.database or ""
-    return database not in ("", ":memory:") and "mode=memory" not in str(parsed)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,15 @@ def make_engine(url: str, echo: bool = False, pool_size: int = 5) -> Engine:
     )
 
 
+def shareable(url: str) -> bool:
+    """Whether another process can open the same database (not an in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    database = parsed.database or ""
+    return database not in ("", ":memory:") and "mode=memory" not in str(parsed)
+
+
 def dialect_name(engine: Engine) -> str:
     return engine.dialect.name
 

@@ -18,9 +18,9 @@ from scipy.stats import norm
 from synth_events import NOW, events, migrated_engine, store
 
 from modelmon.config import Config
-from modelmon.monitors.feature_worker import shareable
 from modelmon.monitors.results import latest_results, runs
 from modelmon.monitors.scheduler import MonitorScheduler
+from modelmon.store.engine import shareable
 from modelmon.store.features import new_reference, set_reference
 
 MIN = 50
