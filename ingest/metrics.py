@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelmon.refusals import REASONS
+
 if TYPE_CHECKING:
     from modelmon.config import Config
     from modelmon.contract import Feedback, Prediction
@@ -118,6 +120,11 @@ class IngestMetrics:
             "modelmon_ingest_dead_letters_total", "Messages dead-lettered, by reason.", ["reason"],
             registry=registry,
         )
+        # Every reason starts at 0: a series born at its first value shows no
+        # increase, so a burst of bad messages right after start-up (all counted
+        # before the next scrape) would never reach ModelmonDeadLetterRate.
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
         self.duplicates = Counter(
             "modelmon_ingest_duplicates_total",
             "Redelivered events identical to what was stored (not written again).",

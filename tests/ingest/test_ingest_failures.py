@@ -48,7 +48,8 @@ def _start_ingest(config: Path, log: Path) -> subprocess.Popen[bytes]:
 def test_sigkill_at_random_moments_five_times(
     kafka_bootstrap: str, kafka_topics: Callable[..., str], db_url: str, tmp_path: Path
 ) -> None:
-    n_pred, labelled = 30_000, range(0, 30_000, 3)
+    n_pred = 45_000  # enough that five kills land before the end at full speed
+    labelled = range(0, n_pred, 3)
     preds_topic, fb_topic = kafka_topics("preds", 4), kafka_topics("fb", 2)
     prod = producer(kafka_bootstrap)
     send_all(prod, preds_topic, [encode(prediction(i)) for i in range(n_pred)])
@@ -75,7 +76,7 @@ def test_sigkill_at_random_moments_five_times(
             # Kill while it is ingesting: after it stored something new, at a random moment.
             wait_for(lambda b=before, p=proc: stored() > b or p.poll() is not None, 90, "progress")
             assert proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(rng.uniform(0.0, 0.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
