@@ -181,11 +181,17 @@ def random_prediction(i: int, rng: random.Random) -> dict[str, Any]:
     return obj
 
 
-def test_predictions_match_the_general_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Valid events: every field and the digest; refused ones: the two-step outcome."""
-    scans = []
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The texts the digest scanned (`_canonical`); none when it decided by the values alone."""
+    seen: list[bytes] = []
     canonical = contract._canonical
-    monkeypatch.setattr(contract, "_canonical", lambda data: scans.append(data) or canonical(data))
+    monkeypatch.setattr(contract, "_canonical", lambda data: seen.append(data) or canonical(data))
+    return seen
+
+
+def test_predictions_match_the_general_functions(scans: list[bytes]) -> None:
+    """Valid events: every field and the digest; refused ones: the two-step outcome."""
     rng = random.Random(5)
     valid = by_value = 0
     for i in range(4000):
@@ -215,10 +221,7 @@ def test_predictions_match_the_general_functions(monkeypatch: pytest.MonkeyPatch
     ({"model_version": "v\x7f"}, True),
     ({"model_version": "caf\u00e9"}, True),
 ])
-def test_each_way_to_the_digest(monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any], scanned: bool) -> None:
-    scans = []
-    canonical = contract._canonical
-    monkeypatch.setattr(contract, "_canonical", lambda data: scans.append(data) or canonical(data))
+def test_each_way_to_the_digest(scans: list[bytes], changes: dict[str, Any], scanned: bool) -> None:
     obj = {"request_id": "r", "model": "m", "timestamp": 1_790_000_000.25, "prediction": 1,
            "scores": {"0": 0.25, "1": 0.75}, "latency_ms": 12.5, **changes}
     raw = json.dumps(obj, ensure_ascii=False).encode()
@@ -241,10 +244,7 @@ def test_the_float_rule_of_the_digest() -> None:
     assert all(msgspec.json.encode(v) != json.dumps(v).encode() for v in outside)
 
 
-def test_feedback_matches_the_general_functions(monkeypatch: pytest.MonkeyPatch) -> None:
-    scans = []
-    canonical = contract._canonical
-    monkeypatch.setattr(contract, "_canonical", lambda data: scans.append(data) or canonical(data))
+def test_feedback_matches_the_general_functions(scans: list[bytes]) -> None:
     rng = random.Random(9)
     by_value = valid = 0
     for i in range(2000):

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,17 @@ def kafka_client(request: pytest.FixtureRequest) -> Iterator[str]:
     _client[0] = getattr(request, "param", "kafka-python")
     yield _client[0]
     _client[0] = "kafka-python"
+
+
+@dataclass
+class Rec:
+    """A consumed record as ingest reads it (kafka-python's ConsumerRecord fields it uses)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def producer(bootstrap: str, **extra: Any) -> KafkaProducer:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
+from conftest import Rec
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -15,14 +15,6 @@ from modelmon.contract import parse_prediction
 from modelmon.ingest.batch import Batch, parse_records
 from modelmon.ingest.metrics import OTHER, IngestMetrics, latency_buckets_for
 from modelmon.ingest.service import consumer_settings
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 def recs(topic: str, partition: int, offsets: range, value: bytes = b"{}") -> list[Rec]:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pandas as pd
 import pytest
+from conftest import Rec
 from kafka.structs import TopicPartition
 
 from modelmon.ingest.batch import Batch, parse_records
 from modelmon.ingest.deadletter_limit import DeadLetterLimit, cut
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-
 
 GOOD = (b'{"request_id":"r%d","model":"m","timestamp":1790000000,"prediction":1,'
         b'"scores":{"0":0.5,"1":0.5}}')

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import Rec
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -21,13 +21,6 @@ from modelmon.ingest.writer import Job
 
 TP = TopicPartition("P", 0)
 
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 class FakeConsumer:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import (
     T0,
+    Rec,
     assert_no_duplicate_positions,
     count,
     encode,
@@ -55,14 +55,6 @@ P, F = "P", "F"
 # Wall-clock columns (set at write time) and generated ids: they differ between two runs.
 VOLATILE = {"id", "ingested_at", "received_at", "first_seen", "updated_at", "replayed_at"}
 
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    headers: list[Any] = field(default_factory=list)
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import pg_error
+from conftest import Rec, pg_error
 from kafka.structs import TopicPartition
 
 import modelmon.ingest.writer as writer_mod
@@ -19,14 +18,6 @@ from modelmon.ingest.writer import BatchWriter, Job
 from modelmon.store.engine import make_engine
 from modelmon.store.migrate import upgrade
 from modelmon.store.writes import write_batch
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 @pytest.fixture

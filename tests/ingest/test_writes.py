@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
+from conftest import Rec
 from kafka.structs import TopicPartition
 
 from modelmon.contract import parse_feedback, parse_prediction
@@ -250,13 +250,6 @@ def test_two_batches_in_one_transaction_are_both_stored_once(engine: sa.Engine) 
     assert (second.duplicates, second.labels_joined) == (0, 1)
     assert sorted(r.request_id for r in rows(engine, predictions)) == ["a0", "a1", "a2", "b0", "b1"]
 
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
