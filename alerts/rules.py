@@ -58,6 +58,7 @@ ALERTS = (
     "ModelmonLabelShift",
     "ModelmonFeatureDrift",
     "ModelmonDataQuality",
+    "ModelmonFeaturesAbsent",
     "ModelmonAccuracyDrop",
     "ModelmonEstimatedAccuracyDrop",
     "ModelmonFairnessGap",

@@ -1,4 +1,5 @@
-"""Alert rules on the input features: ModelmonFeatureDrift and ModelmonDataQuality.
+"""Alert rules on the input features: ModelmonFeatureDrift, ModelmonDataQuality and
+ModelmonFeaturesAbsent.
 
 The `feature_drift` and `data_quality` families (monitors/features.py) export,
 per model and feature window, the share of compared features whose drift test
@@ -11,9 +12,15 @@ computed on fewer than `min_samples` sampled predictions has no value at all
 a handful of events. Like every result rule, they read each result once however
 many `modelmon monitor` processes export it (`rules.across_processes`).
 
-Both alerts are tickets, as for the class shift: an input distribution that
+Predictions that stop carrying features altogether (a producer deploy that
+drops the `features` object) would leave both alerts without a sample, and so
+silent: ModelmonFeaturesAbsent fires instead, when a model with a stored
+reference (without one the families export nothing) logged at least
+`min_samples` predictions in a window and none of them carries features.
+
+All three alerts are tickets, as for the class shift: an input distribution that
 moved, or a column that degraded, is worth a look within the working day, but
-it is not yet harm to users (`ModelmonAccuracyDrop` pages when it is). Both
+it is not yet harm to users (`ModelmonAccuracyDrop` pages when it is). All
 hold for max(10m, 2 x `features.interval`): the families run every
 `features.interval`, so the condition must survive at least two of their runs.
 """
@@ -33,7 +40,7 @@ from modelmon.alerts.rules import (
 )
 from modelmon.config import Config
 
-FEATURE_ALERTS = ("ModelmonFeatureDrift", "ModelmonDataQuality")
+FEATURE_ALERTS = ("ModelmonFeatureDrift", "ModelmonDataQuality", "ModelmonFeaturesAbsent")
 HOLD_AT_LEAST = 600.0  # seconds; at least two feature-family runs when their interval is longer
 FEATURE_KEY = "model, model_version, window, feature"
 # The data-quality checks: (check label, metric, threshold field of Thresholds).
@@ -148,10 +155,33 @@ def quality_alert(cfg: Config, t: Target, b: _Builder) -> dict[str, Any]:
     )
 
 
+def absent_alert(cfg: Config, t: Target, b: _Builder) -> dict[str, Any]:
+    """No prediction of the window carries features, on at least `min_samples` predictions.
+
+    A model that logs features on a share f of its predictions sees a window without
+    any with probability about exp(-f x n): `min_samples` >= 5 / f keeps that below 1%.
+    """
+    s = t.settings
+    mv = f'{t.matcher}, model_version="*"'
+    expr = _guarded(f"{_result('modelmon_features_present_ratio', mv)} == 0", mv,
+                    "features_present_ratio", s.min_samples)
+    hold = hold_seconds(cfg)
+    return b.alert(
+        "ModelmonFeaturesAbsent", expr, hold, "ticket",
+        "Predictions of {{ $labels.model }} carry no features ({{ $labels.window }} window)",
+        f"None of the predictions of {{{{ $labels.model }}}} over the {{{{ $labels.window }}}} window "
+        f"carries features (at least {s.min_samples} predictions, held for "
+        f"{prom_duration(hold * b.options.for_scale)}), though the model has a feature reference: "
+        "ModelmonFeatureDrift and ModelmonDataQuality cannot see its inputs. Check that the "
+        "service still sends `features`.",
+    )
+
+
 def feature_groups(cfg: Config, t: Target, b: _Builder) -> list[dict[str, Any]]:
     """The target's feature rule group; none when the feature families are disabled."""
     if not cfg.features.enabled:
         return []
     label = t.model or "discovered"
-    return [{"name": f"modelmon-{label}-features", "rules": [drift_alert(cfg, t, b), quality_alert(cfg, t, b)]}]
+    rules = [drift_alert(cfg, t, b), quality_alert(cfg, t, b), absent_alert(cfg, t, b)]
+    return [{"name": f"modelmon-{label}-features", "rules": rules}]
 

@@ -120,5 +120,6 @@ def features_row() -> Row:
               [target(f"modelmon_features_present_ratio{{{FV}}}", "{{window}}")],
               unit="percentunit", width=12, min=0, max=1,
               description="Share of the window's predictions whose log carries features at all: a drop "
-                          "points at the model service's logging, not at one feature."),
+                          "points at the model service's logging, not at one feature. "
+                          "ModelmonFeaturesAbsent fires when it is 0 on at least min_samples predictions."),
     ])

@@ -7,13 +7,15 @@ written straight into the store through the ingest write path (`write_batch`):
 
 * `incident`: `amount` shifted by 0.5 reference standard deviations, a merchant never seen
   in the reference in 20% of the rows, and `income` sent as null in every row;
-* `control`: a stable period, every feature drawn from the reference's distributions.
+* `control`: a stable period, every feature drawn from the reference's distributions;
+* `silent`: the same predictions with no `features` at all (a service that stopped logging
+  them), which leaves both alerts above without a sample.
 
 A `modelmon monitor` runtime (scheduler + HTTP, no Kafka) runs the `feature_drift` and
 `data_quality` families every 2 s in their worker process; Prometheus evaluates the generated
 rules (`for:` x 0.005: the 10m hold becomes 3 s). The incident must raise ModelmonFeatureDrift
 and ModelmonDataQuality (missing `income`, unseen `merchant`); the control neither, although its
-values are there. The exported data-quality numbers are checked against pandas on the rows
+values are there; `silent` must raise ModelmonFeaturesAbsent, and only it. The exported data-quality numbers are checked against pandas on the rows
 written, and the drift share against the exported per-feature verdicts.
 
 `thresholds.feature_drift_share` is 0.2 here: `income` is null in the incident window, so it is
@@ -63,7 +65,7 @@ def _config(tmp_path: Path) -> Config:
         "rollups": {"fine": "1s", "coarse": "1m"},
         "alerts": {"api_base_url": API},
         "features": {"windows": ["10m"], "interval": "2s"},
-        "models": {"control": model, "incident": model},
+        "models": {"control": model, "incident": model, "silent": model},
     })
 
 
@@ -88,18 +90,21 @@ def _json_value(v: Any) -> Any:
     return float(v)
 
 
-def _predictions(model: str, frame: pd.DataFrame, start: float, end: float) -> list:
-    """The frame's rows as validated prediction logs spread over [start, end)."""
+def _predictions(model: str, frame: pd.DataFrame, start: float, end: float, features: bool = True) -> list:
+    """The frame's rows as validated prediction logs spread over [start, end) (without
+    their features unless `features`)."""
     out = []
     for i, row in enumerate(frame.itertuples(index=False)):
         positive = i % 5 == 0
         p = 0.8 if positive else 0.2
-        out.append((parse_prediction({
+        event = {
             "request_id": f"{model}-{i}", "model": model, "model_version": "v1",
             "timestamp": start + (end - start) * i / len(frame), "prediction": "1" if positive else "0",
             "scores": {"0": round(1 - p, 3), "1": p}, "latency_ms": 20,
-            "features": {k: _json_value(v) for k, v in row._asdict().items()},
-        }), None))
+        }
+        if features:
+            event["features"] = {k: _json_value(v) for k, v in row._asdict().items()}
+        out.append((parse_prediction(event), None))
     return out
 
 
@@ -136,7 +141,8 @@ def _scenario(tmp_path: Path) -> dict[str, Any]:
     rng = np.random.default_rng(11)
     reference = _features(rng, REFERENCE_ROWS, incident=False)
     windows = {"control": _features(rng, WINDOW_ROWS, incident=False),
-               "incident": _features(rng, WINDOW_ROWS, incident=True)}
+               "incident": _features(rng, WINDOW_ROWS, incident=True),
+               "silent": _features(rng, WINDOW_ROWS, incident=False)}
 
     def warmup(runtime: Any) -> None:
         now = time.time()
@@ -144,23 +150,23 @@ def _scenario(tmp_path: Path) -> dict[str, Any]:
             for model, frame in windows.items():
                 columns = {k: [_json_value(v) for v in reference[k]] for k in reference.columns}
                 set_reference(conn, model, new_reference(model, columns, "test reference", REFERENCE_ROWS))
-                write_batch(conn, _predictions(model, frame, now - 300, now - 5), [], [], source="http",
-                            specs=Specs(cfg))
+                preds = _predictions(model, frame, now - 300, now - 5, features=model != "silent")
+                write_batch(conn, preds, [], [], source="http", specs=Specs(cfg))
         # The worker process imports evidently on its first job: give it time.
         deadline = time.monotonic() + 180
         while not all(f'modelmon_feature_drift_share_ratio{{model="{m}"' in _metrics(runtime.url)
-                      for m in windows):
+                      for m in ("control", "incident")):
             assert time.monotonic() < deadline, "no feature drift share on /metrics after 180 s"
             time.sleep(1)
 
     with promstack(cfg, tmp_path / "stack", with_ingest=False, for_scale=FOR_SCALE, warmup=warmup) as stack:
         started = time.monotonic()
-        wanted = {("ModelmonFeatureDrift", ""), ("ModelmonDataQuality", "income"),
-                  ("ModelmonDataQuality", "merchant")}
+        wanted = {("incident", "ModelmonFeatureDrift", ""), ("incident", "ModelmonDataQuality", "income"),
+                  ("incident", "ModelmonDataQuality", "merchant"), ("silent", "ModelmonFeaturesAbsent", "")}
 
-        def arrived() -> set[tuple[str, str]]:
-            return {(a["labels"]["alertname"], a["labels"].get("feature", ""))
-                    for a in stack.webhook.alerts() if a["labels"].get("model") == "incident"}
+        def arrived() -> set[tuple[str, str, str]]:
+            return {(a["labels"].get("model", ""), a["labels"]["alertname"], a["labels"].get("feature", ""))
+                    for a in stack.webhook.alerts()}
 
         deadline = time.monotonic() + 90
         while not wanted <= arrived() and time.monotonic() < deadline:
@@ -184,6 +190,7 @@ def _scenario(tmp_path: Path) -> dict[str, Any]:
             "reference_missing": _values(stack, "modelmon_feature_reference_missing_ratio"),
             "unseen": _values(stack, "modelmon_feature_unseen_category_ratio"),
             "out_of_range": _values(stack, "modelmon_feature_out_of_range_ratio"),
+            "present": _values(stack, "modelmon_features_present_ratio"),
         }
 
 
@@ -252,3 +259,21 @@ def test_exported_data_quality_equals_pandas(scenario: dict[str, Any], model: st
         expected["reference_missing_income"], abs=1e-12)
     assert scenario["unseen"][(model, "merchant")] == pytest.approx(expected["unseen_merchant"], abs=1e-12)
     assert scenario["out_of_range"][(model, "amount")] == pytest.approx(expected["out_of_range_amount"], abs=1e-12)
+
+
+def test_predictions_without_features_raise_features_absent_only(scenario: dict[str, Any]) -> None:
+    """`silent` has a reference and 1,500 predictions, none with features: ModelmonFeaturesAbsent
+    fires for it alone; its drift and quality alerts have no sample, the others carry features."""
+    assert scenario["rule_errors"] == []
+    firing = {a["labels"]["alertname"] for a in _alerts_of(scenario, "silent") if a["status"] == "firing"}
+    assert firing == {"ModelmonFeaturesAbsent"}, firing
+    absent = next(a for a in _alerts_of(scenario, "silent") if a["labels"]["alertname"] == "ModelmonFeaturesAbsent")
+    assert absent["labels"]["window"] == "10m" and absent["labels"]["severity"] == "ticket"
+    assert absent["annotations"]["runbook_url"].endswith("#runbook-modelmonfeaturesabsent")
+    others = {a["labels"].get("model") for a in scenario["notifications"]
+              if a["labels"]["alertname"] == "ModelmonFeaturesAbsent"}
+    assert others == {"silent"}
+    # The exported share, against the rows written: none for silent, all for the others.
+    for model, frame in scenario["windows"].items():
+        carried = 0 if model == "silent" else len(frame)
+        assert scenario["present"][(model,)] == pytest.approx(carried / len(frame), abs=1e-12)

@@ -1,4 +1,4 @@
-"""ModelmonFeatureDrift and ModelmonDataQuality: generated from each model's thresholds, the
+"""ModelmonFeatureDrift, ModelmonDataQuality and ModelmonFeaturesAbsent: generated from each model's thresholds, the
 features' interval and the API base URL, and evaluated by promtool at their boundaries.
 
 The repository's own rules have their promtool unit tests in
@@ -61,7 +61,7 @@ def test_rules_carry_the_models_thresholds_hold_and_report_link(tmp_path: Path) 
         (scorer, th, 30, 'model="scorer", model_version="*"'),
         (other, default, 200, 'model!~"scorer", model_version="*"'),
     ):
-        drift, quality = (alerts[name] for name in FEATURE_ALERTS)
+        drift, quality, absent = (alerts[name] for name in FEATURE_ALERTS)
         assert f"modelmon_feature_drift_share_ratio{{{selector}}}" in drift["expr"]
         assert f"modelmon_feature_missing_ratio{{{selector}}}" in quality["expr"]
         assert f">= {thresholds.feature_drift_share!r}\n" in drift["expr"]
@@ -73,7 +73,9 @@ def test_rules_carry_the_models_thresholds_hold_and_report_link(tmp_path: Path) 
             assert re.search(value_part + "\n", quality["expr"]), metric
             assert re.search(re.escape(f'metric="{metric}"}}') + rf"\)? >= {minimum},", quality["expr"])
         assert f") > {thresholds.feature_missing_increase!r}\n" in quality["expr"]
-        for rule in (drift, quality):
+        assert f"(modelmon_features_present_ratio{{{selector}}}) == 0\n" in absent["expr"]
+        assert re.search(re.escape('metric="features_present_ratio"}') + rf"\)? >= {minimum}$", absent["expr"])
+        for rule in (drift, quality, absent):
             assert rule["for"] == prom_duration(hold) and rule["labels"] == {"severity": "ticket"}
         assert drift["annotations"]["report_url"] == (
             "https://modelmon.example.com/api/v1/report?model={{ $labels.model | urlquery }}"
@@ -156,6 +158,12 @@ def test_thresholds_are_reached_inclusively_for_drift_and_strictly_for_quality(t
         _series("modelmon_feature_type_change_ratio", "6h", f"{th.feature_type_change_share + 0.001}x60",
                 feature="age"),
         _samples("feature_type_change_ratio", "6h", minimum, "data_quality", feature="age"),
+        # features absent, 1h: no prediction carries features, on min_samples predictions: fires
+        _series("modelmon_features_present_ratio", "1h", "0x60"),
+        _samples("features_present_ratio", "1h", minimum, "data_quality"),
+        # features absent, 1d: the same on one prediction fewer: quiet
+        _series("modelmon_features_present_ratio", "1d", "0x60"),
+        _samples("features_present_ratio", "1d", minimum - 1, "data_quality"),
     ]
     def firing(alert: str, at: str, *labels: dict[str, str]) -> dict[str, Any]:
         """`ALERTS` series of `alert` firing at `at`: which alerts fire, by their labels (the
@@ -183,6 +191,8 @@ def test_thresholds_are_reached_inclusively_for_drift_and_strictly_for_quality(t
                        {"window": "1d", "feature": "income", "check": "missing_increase"},
                        {"window": "6h", "feature": "age", "check": "out_of_range"},
                        {"window": "6h", "feature": "age", "check": "type_change"}),
+                firing("ModelmonFeaturesAbsent", early),
+                firing("ModelmonFeaturesAbsent", f"{settle}m", {"window": "1h"}),
             ],
         }],
     }
