@@ -19,6 +19,10 @@ from kafka.structs import TopicPartition
 
 from modelmon.config import Config
 
+# How long a new consumer waits for a broker before it gives up (the service then
+# retries with backoff, so a stop request is noticed); `kafka.consumer` may override.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
 # Called with the partitions assigned or revoked by a rebalance.
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 # Called with the offsets an asynchronous commit carried and None, or the error.

@@ -19,10 +19,16 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from kafka.errors import KafkaConnectionError
 from kafka.structs import TopicPartition
 
 from modelmon.config import Config
-from modelmon.ingest.consumer_base import CommitCallback, ConsumerError, RebalanceCallback
+from modelmon.ingest.consumer_base import (
+    BOOTSTRAP_TIMEOUT_MS,
+    CommitCallback,
+    ConsumerError,
+    RebalanceCallback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +135,11 @@ class Record:
         self.value, self.headers = value, headers
 
 
+# librdkafka's own log lines (connection attempts among them, summarised like
+# kafka-python's by modelmon.ingest.kafka_logs).
+LOGGER = "modelmon.ingest.librdkafka"
+
+
 class ConfluentConsumer:
     """confluent_kafka.Consumer behind the ingest interface."""
 
@@ -141,22 +152,32 @@ class ConfluentConsumer:
             raise ValueError("kafka.client confluent needs confluent-kafka: "
                              "pip install 'modelmon[confluent]'") from exc
         self.ck = ck
+        self._paused: set[TopicPartition] = set()
+        self._assigned: set[TopicPartition] = set()
+        self._error_logged_at = -ERROR_LOG_SECONDS
         settings = confluent_settings(cfg)
         settings["error_cb"] = self._on_error
-        settings["logger"] = logging.getLogger("modelmon.ingest.librdkafka")
+        settings["logger"] = logging.getLogger(LOGGER)
         try:
             self.consumer = ck.Consumer(settings)
         except ck.KafkaException as exc:
             raise ValueError(f"kafka.client confluent: {exc.args[0].str()}") from None
-        self._paused: set[TopicPartition] = set()
-        self._assigned: set[TopicPartition] = set()
-        self._error_logged_at = -ERROR_LOG_SECONDS
+        # librdkafka connects lazily and would wait for a broker in silence: ask one for
+        # metadata now, so "no broker" is the same error, retried the same way, as with
+        # kafka-python, and /readyz does not report a consumer that never reached one.
+        timeout = cfg.kafka.consumer.get("bootstrap_timeout_ms", BOOTSTRAP_TIMEOUT_MS) / 1000
+        try:
+            self.consumer.list_topics(timeout=timeout)
+        except ck.KafkaException as exc:
+            self.consumer.close()
+            raise KafkaConnectionError(f"no Kafka broker reachable: {exc.args[0].str()}") from None
 
     def _on_error(self, err: Any) -> None:
         now = time.monotonic()
         if now - self._error_logged_at >= ERROR_LOG_SECONDS:
             self._error_logged_at = now
-            log.warning("Kafka (librdkafka): %s", err.str())
+            # On librdkafka's logger: summarised with its lines while no broker answers.
+            logging.getLogger(LOGGER).warning("Kafka (librdkafka): %s", err.str())
 
     def subscribe(self, topics: list[str], on_assigned: RebalanceCallback,
                   on_revoked: RebalanceCallback) -> None:

@@ -10,7 +10,12 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from modelmon.config import Config
-from modelmon.ingest.consumer_base import CommitCallback, ConsumerError, RebalanceCallback
+from modelmon.ingest.consumer_base import (
+    BOOTSTRAP_TIMEOUT_MS,
+    CommitCallback,
+    ConsumerError,
+    RebalanceCallback,
+)
 
 
 def consumer_settings(cfg: Config) -> dict[str, Any]:
@@ -30,7 +35,7 @@ def consumer_settings(cfg: Config) -> dict[str, Any]:
             ing.batch_max_bytes, max(8 * 1024 * 1024, ing.max_message_bytes + 65536)
         ),
         "receive_message_max_bytes": max(64 * 1024 * 1024, ing.max_message_bytes * 2),
-        "bootstrap_timeout_ms": 10_000,  # then retry, so a stop request is noticed
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
     }
     settings.update(k.security)
     settings.update(k.consumer)

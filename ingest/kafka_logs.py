@@ -1,4 +1,4 @@
-"""kafka-python's connection chatter, summarised while the broker is unreachable.
+"""The Kafka client's connection chatter, summarised while the broker is unreachable.
 
 With no broker, kafka-python logs four or five lines per connection attempt (several a
 second) on `kafka.net.*` (`kafka.conn` / `kafka.client` in older versions): the one
@@ -78,7 +78,7 @@ class BrokerLogSummary(logging.Filter):
             text = (
                 f"Kafka broker {self.servers} unreachable ({reason}); retrying. Check "
                 "kafka.bootstrap_servers / MODELMON_KAFKA_BOOTSTRAP and that the broker is "
-                f"running; kafka-python's connection messages are summarised every {self.period:g} s"
+                f"running; the Kafka client's connection messages are summarised every {self.period:g} s"
             )
         else:
             text = (
@@ -97,13 +97,15 @@ class BrokerLogSummary(logging.Filter):
 def _kafka_loggers() -> list[logging.Logger]:
     import kafka  # noqa: F401 - its modules create their loggers on import
 
+    from modelmon.ingest.consumer_confluent import LOGGER as LIBRDKAFKA
+
     names = [n for n in logging.Logger.manager.loggerDict if n == "kafka" or n.startswith("kafka.")]
-    return [logging.getLogger(n) for n in sorted(names)]
+    return [logging.getLogger(n) for n in [*sorted(names), LIBRDKAFKA]]
 
 
 @contextmanager
 def summarised_broker_logs(servers: str) -> Iterator[BrokerLogSummary]:
-    """Install a `BrokerLogSummary` on every kafka-python logger for the duration."""
+    """Install a `BrokerLogSummary` on every kafka-python logger and librdkafka's for the duration."""
     summary = BrokerLogSummary(servers)
     loggers = _kafka_loggers()
     for lg in loggers:

@@ -73,3 +73,30 @@ def test_librdkafka_takes_the_bounds_derived_from_any_batch_size(batch_max_bytes
     settings = confluent_settings(cfg)
     assert settings["fetch.max.bytes"] == batch_max_bytes
     confluent_kafka.Consumer(settings).close()
+
+
+def test_no_broker_is_an_error_within_the_bootstrap_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    """librdkafka connects lazily: without the metadata request at construction a consumer with
+    no broker would look connected (/readyz 200) and wait in silence. The service retries
+    this error with backoff, as kafka-python's; librdkafka's lines are summarised meanwhile."""
+    import socket
+    import time
+
+    from kafka.errors import KafkaError
+
+    from modelmon.ingest.consumer_confluent import ConfluentConsumer
+    from modelmon.ingest.kafka_logs import summarised_broker_logs
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers = f"127.0.0.1:{port}"
+    cfg = Config.model_validate({"kafka": {"bootstrap_servers": servers, "client": "confluent",
+                                           "consumer": {"bootstrap_timeout_ms": 1500}}})
+    started = time.monotonic()
+    with summarised_broker_logs(servers), caplog.at_level("INFO"), pytest.raises(KafkaError, match="no Kafka broker"):
+        ConfluentConsumer(cfg)
+    assert 1.4 <= time.monotonic() - started < 10
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1 and servers in unreachable[0].getMessage(), caplog.text
+    assert not [r for r in caplog.records if "Connection refused" in r.getMessage() and r not in unreachable]
