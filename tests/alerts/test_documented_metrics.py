@@ -114,7 +114,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ingest.set_lag("preds", 0, 3)
         ingest.watch_pending(lambda: 0.0)
         ingest.db_errors.inc()
-        needed = ("modelmon_version_verdict", "modelmon_fairness_disparate_impact_ratio",
+        # version_worse, not only version_verdict: a compare run that started before the
+        # events were committed exports a verdict of "none" and no version_worse yet.
+        needed = ("modelmon_version_verdict", "modelmon_version_worse", "modelmon_fairness_disparate_impact_ratio",
                   "modelmon_label_shift_psi", "modelmon_slo_burn_rate", "modelmon_estimated_accuracy_ratio",
                   "modelmon_feature_drift_share_ratio", "modelmon_feature_missing_ratio")
         deadline = time.monotonic() + 90
